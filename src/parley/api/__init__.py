@@ -1,0 +1,1 @@
+"""The HTTP edge: validates shapes, calls services, maps errors to the contract's table."""

@@ -1,0 +1,38 @@
+"""Which credential may call which operation: the one permission table.
+
+Every route the app registers must have an entry here; ``create_app`` refuses to start
+otherwise, and ``tests/api/test_permissions.py`` walks every route against the table.
+The table follows the IMKIT contract's auth column: admin operations take the API Key
+only; user operations take a Client Key plus a user token (an API Key acts as admin).
+"""
+
+from __future__ import annotations
+
+from parley.services.auth import Access
+
+PUBLIC, ADMIN, USER, CLIENT_KEY = Access.PUBLIC, Access.ADMIN, Access.USER, Access.CLIENT_KEY
+
+PERMISSIONS: dict[tuple[str, str], Access] = {
+    # Operations and documentation
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    # Users and tokens (contract §3.1)
+    ("POST", "/admin/clients"): ADMIN,
+    ("POST", "/admin/clients/list"): ADMIN,
+    ("GET", "/admin/clients"): ADMIN,
+    ("GET", "/admin/clients/{client_id}"): ADMIN,
+    ("PUT", "/admin/clients/{client_id}/token"): ADMIN,
+    ("DELETE", "/admin/clients/{client_id}/token"): ADMIN,
+    # The current user (contract §3.2)
+    ("GET", "/me"): USER,
+    ("POST", "/me"): USER,
+}
+
+
+def access_for(method: str, path: str) -> Access | None:
+    if method == "HEAD":
+        method = "GET"
+    return PERMISSIONS.get((method, path))

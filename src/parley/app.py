@@ -1,0 +1,177 @@
+"""``create_app(settings)``: the REST API (and later the gateway and dashboard) as one
+ASGI app on one port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import parley
+from parley.api.deps import AuthorizedRoute
+from parley.api.errors import error_response, install_error_handlers
+from parley.api.permissions import access_for
+from parley.api.responses import JSONResponse
+from parley.api.routes import clients, health, me
+from parley.config import Settings
+from parley.services.container import Services
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or Settings()
+    svc = services or Services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = FastAPI(
+        title="Parley",
+        version=parley.__version__,
+        description="A self-hostable chat server that speaks the IMKIT Platform API.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        redirect_slashes=False,
+        # IMKIT clients send JSON with odd Content-Types (Flutter: the file's type; some
+        # empty POSTs as form data): the body decides, not the header (contract §1.1).
+        strict_content_type=False,
+    )
+    app.state.services = svc
+    install_error_handlers(app)
+    for module in (health, clients, me):
+        app.include_router(module.router)
+    check_permission_table(app)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],  # the Client Key check decides per app which Origins may call
+        allow_methods=["*"],
+        allow_headers=["*"],
+        max_age=600,
+    )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ImkitCompat)
+    return app
+
+
+def _leaf_routes(routes: list[Any]) -> list[Any]:
+    # Included routers keep their own route list (FastAPI ≥ 0.165); routers here carry
+    # no prefix, so each route's path is already the full path.
+    leaves = []
+    for route in routes:
+        nested = getattr(route, "original_router", None)
+        leaves.extend(_leaf_routes(nested.routes) if nested is not None else [route])
+    return leaves
+
+
+def route_operations(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves."""
+    operations = []
+    for route in _leaf_routes(app.routes):
+        if isinstance(route, APIRoute | Route):
+            for method in sorted(route.methods or ()):
+                if method != "HEAD":
+                    operations.append((method, route.path))
+    return operations
+
+
+def check_permission_table(app: FastAPI) -> None:
+    """Refuse to start with a route that has no entry in the table, or an API route that
+    does not authorize (documentation routes are the only public plain routes)."""
+    missing = [op for op in route_operations(app) if access_for(*op) is None]
+    if missing:
+        raise RuntimeError(f"Routes missing from the permission table: {missing}")
+    unguarded = [
+        route.path
+        for route in _leaf_routes(app.routes)
+        if isinstance(route, APIRoute) and not isinstance(route, AuthorizedRoute)
+    ]
+    if unguarded:
+        raise RuntimeError(f"API routes that skip authorization: {unguarded}")
+
+
+class ImkitCompat:
+    """Request quirks of IMKIT clients (contract §1.1), smoothed before routing:
+
+    - ``/rooms/`` is ``/rooms``: clients send both.
+    - A body is JSON whatever the Content-Type says (curl's form default, Flutter's file
+      type, ``text/plain``); only multipart bodies (file uploads) are left alone.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = dict(scope, path=path.rstrip("/") or "/")
+            headers = scope["headers"]
+            content_type = next((v for k, v in headers if k == b"content-type"), b"")
+            if not content_type.startswith((b"multipart/", b"application/json")):
+                scope = dict(
+                    scope,
+                    headers=[
+                        *(h for h in headers if h[0] != b"content-type"),
+                        (b"content-type", b"application/json"),
+                    ],
+                )
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and (
+                not value.isdigit() or int(value) > self.max_bytes
+            ):
+                await self._refuse(scope, receive, send)
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            # A chunked body without Content-Length: count as it streams in. The error
+            # handlers render this as the same 413.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, f"Request body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"Request body exceeds {self.max_bytes} bytes",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def app_factory() -> Any:
+    """For ``uvicorn parley.app:app_factory --factory``: settings from the environment."""
+    return create_app()

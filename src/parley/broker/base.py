@@ -1,0 +1,35 @@
+"""The broker interface.
+
+Contract, for every implementation:
+
+- ``publish(channel, data)`` hands ``data`` to every handler subscribed to ``channel`` on
+  every node of the cluster, the publishing node included (so one code path serves one
+  node and many).
+- Delivery is at most once: a message published while a node is cut off from the broker
+  is lost to that node. Whatever must survive that (revocations, messages) is also stored
+  in the database, and ``on_reconnect`` callbacks run after every reconnection so a node
+  can catch up from there.
+- Handlers of one channel see that channel's messages in publish order (per publisher).
+  A handler that raises is logged and does not stop delivery to the others.
+- ``publish`` never raises for a broker outage; it logs and returns ``False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+Handler = Callable[[bytes], Awaitable[None] | None]
+Unsubscribe = Callable[[], None]
+
+
+class Broker(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish(self, channel: str, data: bytes) -> bool: ...
+
+    def subscribe(self, channel: str, handler: Handler) -> Unsubscribe: ...
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None] | None]) -> None: ...

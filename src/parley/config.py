@@ -1,0 +1,68 @@
+"""Settings, read from ``PARLEY_*`` environment variables (CLI flags override them).
+
+The defaults run the embedded server: a SQLite file under the data directory and the
+in-memory broker, so ``parley run`` needs no other service.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARLEY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 3100
+    data_dir: Path = Path("parley-data")
+    # Empty means the embedded SQLite file ``<data_dir>/parley.db``.
+    database_url: str = ""
+    # Empty means the in-memory broker (one node only).
+    redis_url: str = ""
+    # Master secret from which every signing secret is derived. Empty means the file
+    # ``<data_dir>/secret.key``, created on first use. Nodes of one cluster must share it.
+    secret_key: str = Field(default="", repr=False)
+
+    api_key_rate_limit: int = 1000  # requests per minute per API Key
+    token_lifetime_days: int = 7  # server-issued user tokens
+    max_body_bytes: int = 1_048_576
+    trust_proxy: bool = False  # honour X-Forwarded-Host / X-Forwarded-For
+    access_log: bool = False  # off by default: query strings can carry tokens
+    log_level: str = "info"
+
+    # Verified credentials are cached per node; revocations arrive through the broker and,
+    # as a safety net for missed broker messages, through a change log polled this often.
+    auth_cache_seconds: float = 60.0
+    change_poll_seconds: float = 1.0
+    usage_flush_seconds: float = 5.0
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'parley.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def master_secret(self) -> bytes:
+        """The server's master secret; created under the data dir when none is configured."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process created it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()

@@ -1,0 +1,1 @@
+"""Domain services: the rules. They import neither FastAPI nor the gateway."""

@@ -1,0 +1,339 @@
+"""The auth layer: turns the credentials of a request (HTTP headers, later a socket
+handshake) into a :class:`Principal`, or raises the contract's error. One code path for
+every route and every transport.
+
+Verified keys and tokens are cached per node. The cache is a speed-up, never the
+authority on revocation: every revocation drops the affected entries at once on the node
+that made it, on every other node through the broker, and — should a broker message be
+lost — through the change log that each node polls (see :mod:`parley.services.changes`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from parley.services import crypto
+from parley.services.clock import now_ms
+from parley.services.errors import (
+    ClientKeyMismatch,
+    InsufficientPermissions,
+    InvalidApiKey,
+    InvalidClientKey,
+    InvalidToken,
+    MissingApiKey,
+    MissingClientKey,
+    ParleyError,
+    RateLimitExceeded,
+)
+from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from parley.services.usage import UsageRecorder
+from parley.storage.db import Database
+from parley.storage.tables import ApiKeyRow, AppDomainRow, AppRow, ClientKeyRow, UserTokenRow
+
+MAX_TOKEN_LENGTH = 4096
+
+
+class Access(enum.Enum):
+    """Which credential an operation needs. An API Key may call everything but PUBLIC
+    operations need nothing at all."""
+
+    PUBLIC = "public"  # no credential
+    ADMIN = "admin"  # API Key only
+    USER = "user"  # Client Key + user token (or API Key, acting as admin)
+    CLIENT_KEY = "client_key"  # Client Key alone (or API Key)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a caller presented, already pulled out of its transport."""
+
+    api_key: str | None = None
+    client_key: str | None = None
+    token: str | None = None
+    host: str | None = None  # without port, lower case
+    origin: str | None = None
+    acting_user: str | None = None  # IM-CLIENT-ID: honoured for API Key callers only
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    app_id: str
+    is_admin: bool
+    user_id: str | None
+    key_kind: str  # "api" | "client"
+    key_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    id: str
+    allowed_origins: frozenset[str]
+    rate_limit: int | None
+    token_secret: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _ApiKey:
+    id: str
+    app_id: str
+    expires_at: int | None
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientKey:
+    id: str
+    app_id: str
+    secret: bytes
+    revoked_at: int | None
+    grace_until: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    user_id: str
+    expires_at: int
+
+
+class _TtlCache:
+    """A dict whose entries expire; a safety net under explicit invalidation."""
+
+    def __init__(self, ttl: float, max_entries: int = 200_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._data: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        hit = self._data.get(key)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            self._data.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._data) >= self.max_entries:
+            self._data.clear()
+        self._data[key] = (time.monotonic() + self.ttl, value)
+
+    def drop(self, key: Any) -> None:
+        self._data.pop(key, None)
+
+    def drop_where(self, predicate: Any) -> None:
+        for key in [k for k, v in self._data.items() if predicate(k, v[1])]:
+            del self._data[key]
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class Authenticator:
+    def __init__(
+        self,
+        db: Database,
+        master: bytes,
+        limiter: MemoryRateLimiter | RedisRateLimiter,
+        usage: UsageRecorder,
+        *,
+        default_rate_limit: int,
+        cache_seconds: float,
+    ) -> None:
+        self._db = db
+        self._master = master
+        self._limiter = limiter
+        self._usage = usage
+        self._default_rate_limit = default_rate_limit
+        self._apps = _TtlCache(cache_seconds)
+        self._api_keys = _TtlCache(cache_seconds)
+        self._client_keys = _TtlCache(cache_seconds)
+        self._tokens = _TtlCache(cache_seconds)
+        self._domains: dict[str, str] | None = None
+        self._domains_loaded = 0.0
+        self._cache_seconds = cache_seconds
+
+    # -- the one entry point -------------------------------------------------------------
+
+    async def authenticate(self, creds: Credentials, access: Access) -> Principal | None:
+        """The principal for ``creds`` on an operation needing ``access``, or an AuthError.
+
+        Order of checks (the contract's error table):
+        a valid API Key is an admin on every operation; a present but bad one is refused
+        even where a Client Key would do. Otherwise admin operations refuse (403 for a
+        valid Client Key, 401 for none); user operations need a valid Client Key for the
+        request's Host and Origin, then a valid token of that key's app.
+        """
+        if access is Access.PUBLIC:
+            return None
+        if creds.api_key:
+            return await self._admin(creds)
+        if access is Access.ADMIN:
+            if creds.client_key:
+                principal = await self._client(creds, need_token=False)
+                self._usage.record(
+                    "client",
+                    principal.key_id,
+                    principal.app_id,
+                    creds.origin,
+                    InsufficientPermissions.code,
+                )
+                raise InsufficientPermissions()
+            raise MissingApiKey()
+        return await self._client(creds, need_token=access is Access.USER)
+
+    async def _admin(self, creds: Credentials) -> Principal:
+        assert creds.api_key is not None
+        key = await self.verify_api_key(creds.api_key)
+        app = await self.app(key.app_id)
+        limit = app.rate_limit if app and app.rate_limit else self._default_rate_limit
+        retry_after = await self._limiter.hit("api:" + key.id, limit)
+        if retry_after:
+            self._usage.record("api", key.id, key.app_id, creds.origin, RateLimitExceeded.code)
+            raise RateLimitExceeded(retry_after)
+        self._usage.record("api", key.id, key.app_id, creds.origin, None)
+        return Principal(key.app_id, True, creds.acting_user or None, "api", key.id)
+
+    async def _client(self, creds: Credentials, *, need_token: bool) -> Principal:
+        if not creds.client_key:
+            raise MissingClientKey()
+        key = await self.verify_client_key(creds.client_key)
+        try:
+            app = await self.app(key.app_id)
+            if app is None:
+                raise InvalidClientKey()
+            await self._check_domain(app, creds)
+            user_id = None
+            if need_token:
+                user_id = (await self.verify_token(app.id, creds.token)).user_id
+        except ParleyError as exc:
+            self._usage.record("client", key.id, key.app_id, creds.origin, exc.code)
+            raise
+        self._usage.record("client", key.id, key.app_id, creds.origin, None)
+        return Principal(key.app_id, False, user_id, "client", key.id)
+
+    async def _check_domain(self, app: AppInfo, creds: Credentials) -> None:
+        if creds.host:
+            served_by = (await self._domain_map()).get(creds.host)
+            # A Host that names no app falls back to the key's app (one-app servers,
+            # direct IP access); a Host that names another app is a mismatch.
+            if served_by is not None and served_by != app.id:
+                raise ClientKeyMismatch()
+        if creds.origin and app.allowed_origins and creds.origin not in app.allowed_origins:
+            raise ClientKeyMismatch("Client key is not allowed from this Origin")
+
+    # -- verification of each credential -----------------------------------------------
+
+    async def verify_api_key(self, raw: str) -> _ApiKey:
+        if not crypto.api_key_well_formed(raw):
+            raise InvalidApiKey()
+        key_hash = crypto.digest(raw)
+        key: _ApiKey | None = self._api_keys.get(key_hash)
+        if key is None:
+            async with self._db.read() as s:
+                row = (
+                    await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
+                ).scalar_one_or_none()
+            if row is None:
+                raise InvalidApiKey()
+            key = _ApiKey(row.id, row.app_id, row.expires_at, row.revoked_at)
+            self._api_keys.put(key_hash, key)
+        now = now_ms()
+        if key.revoked_at is not None or (key.expires_at is not None and now >= key.expires_at):
+            self._usage.record("api", key.id, key.app_id, None, InvalidApiKey.code)
+            raise InvalidApiKey("The provided API key has been revoked")
+        return key
+
+    async def verify_client_key(self, raw: str) -> _ClientKey:
+        try:
+            payload = crypto.read_jwt_payload(raw)
+        except ValueError:
+            raise InvalidClientKey() from None
+        kid, app_id = payload.get("kid"), payload.get("clientId")
+        if not isinstance(kid, str) or not isinstance(app_id, str) or len(kid) > 64:
+            raise InvalidClientKey()
+        key: _ClientKey | None = self._client_keys.get(kid)
+        if key is None:
+            async with self._db.read() as s:
+                row = await s.get(ClientKeyRow, kid)
+            if row is None:
+                raise InvalidClientKey()
+            secret = crypto.derive_secret(self._master, "client-key:" + row.app_id, row.salt)
+            key = _ClientKey(row.id, row.app_id, secret, row.revoked_at, row.grace_until)
+            self._client_keys.put(kid, key)
+        if key.app_id != app_id or not crypto.jwt_signature_valid(raw, key.secret):
+            raise InvalidClientKey()
+        if key.revoked_at is not None and (key.grace_until is None or now_ms() >= key.grace_until):
+            self._usage.record("client", key.id, key.app_id, None, InvalidClientKey.code)
+            raise InvalidClientKey("The provided client key has been revoked")
+        return key
+
+    async def verify_token(self, app_id: str, raw: str | None) -> _Token:
+        if not raw or len(raw) > MAX_TOKEN_LENGTH:
+            raise InvalidToken()
+        token_hash = crypto.digest(raw)
+        cache_key = (app_id, token_hash)
+        token: _Token | None = self._tokens.get(cache_key)
+        if token is None:
+            async with self._db.read() as s:
+                row = (
+                    await s.execute(
+                        select(UserTokenRow.user_id, UserTokenRow.expires_at).where(
+                            UserTokenRow.app_id == app_id, UserTokenRow.token_hash == token_hash
+                        )
+                    )
+                ).one_or_none()
+            if row is None:
+                raise InvalidToken()
+            token = _Token(row.user_id, row.expires_at)
+            self._tokens.put(cache_key, token)
+        if now_ms() >= token.expires_at:
+            raise InvalidToken("The user token has expired")
+        return token
+
+    async def app(self, app_id: str) -> AppInfo | None:
+        info: AppInfo | None = self._apps.get(app_id)
+        if info is None:
+            async with self._db.read() as s:
+                row = await s.get(AppRow, app_id)
+            if row is None:
+                return None
+            info = AppInfo(
+                row.id,
+                frozenset(row.allowed_origins or ()),
+                row.rate_limit_per_minute,
+                crypto.derive_secret(self._master, "user-token:" + row.id, row.token_salt),
+            )
+            self._apps.put(app_id, info)
+        return info
+
+    async def _domain_map(self) -> dict[str, str]:
+        if self._domains is None or time.monotonic() - self._domains_loaded > self._cache_seconds:
+            async with self._db.read() as s:
+                rows = (await s.execute(select(AppDomainRow.domain, AppDomainRow.app_id))).all()
+            self._domains = {r.domain: r.app_id for r in rows}
+            self._domains_loaded = time.monotonic()
+        return self._domains
+
+    # -- invalidation ----------------------------------------------------------------
+
+    def forget_app(self, app_id: str) -> None:
+        """Everything about an app changed: keys revoked or rotated, domains, deletion."""
+        self._apps.drop(app_id)
+        self._api_keys.drop_where(lambda _k, v: v.app_id == app_id)
+        self._client_keys.drop_where(lambda _k, v: v.app_id == app_id)
+        self._tokens.drop_where(lambda k, _v: k[0] == app_id)
+        self._domains = None
+
+    def forget_user(self, app_id: str, user_id: str) -> None:
+        """A user's tokens changed (bound, reissued, revoked)."""
+        self._tokens.drop_where(lambda k, v: k[0] == app_id and v.user_id == user_id)
+
+    def forget_everything(self) -> None:
+        for cache in (self._apps, self._api_keys, self._client_keys, self._tokens):
+            cache.clear()
+        self._domains = None

@@ -1,0 +1,82 @@
+"""Everything a node runs, wired once: the database, the broker and the services.
+
+The HTTP app, the CLI and the tests build one :class:`Services` and call into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from parley.broker import Broker, create_broker
+from parley.config import Settings
+from parley.services.apps import AppService
+from parley.services.auth import Authenticator
+from parley.services.changes import CHANNEL, Change, ChangeFeed
+from parley.services.keys import KeyService
+from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from parley.services.usage import UsageRecorder
+from parley.services.users import UserService
+from parley.storage.db import Database
+
+log = logging.getLogger("parley")
+
+
+class Services:
+    def __init__(self, settings: Settings, *, broker: Broker | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.effective_database_url)
+        self.broker = broker or create_broker(settings.redis_url)
+        master = settings.master_secret()
+        limiter: MemoryRateLimiter | RedisRateLimiter = MemoryRateLimiter()
+        if settings.redis_url and hasattr(self.broker, "client"):
+            limiter = RedisRateLimiter(self.broker.client)
+        self.usage = UsageRecorder()
+        self.auth = Authenticator(
+            self.db,
+            master,
+            limiter,
+            self.usage,
+            default_rate_limit=settings.api_key_rate_limit,
+            cache_seconds=settings.auth_cache_seconds,
+        )
+        self.changes = ChangeFeed(self.db, self.broker, self._apply_change)
+        self.apps = AppService(self.db, master, self.changes)
+        self.keys = KeyService(self.db, master, self.changes)
+        self.users = UserService(self.db, self.auth, self.changes, settings.token_lifetime_days)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _apply_change(self, change: Change) -> None:
+        if change.kind == "user":
+            self.auth.forget_user(change.app_id, change.subject)
+        else:
+            self.auth.forget_app(change.app_id)
+
+    async def start(self) -> None:
+        """Connect the broker and start the background work of a serving node."""
+        self.broker.subscribe(CHANNEL, self.changes.on_broker_message)
+        self.broker.on_reconnect(self.auth.forget_everything)
+        await self.broker.start()
+        await self.changes.prime()
+        self._tasks = [
+            asyncio.create_task(self.changes.poll_forever(self.settings.change_poll_seconds)),
+            asyncio.create_task(self._flush_usage_forever()),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        with contextlib.suppress(Exception):
+            await self.usage.flush(self.db)
+        await self.broker.close()
+        await self.db.close()
+
+    async def _flush_usage_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.usage_flush_seconds)
+            await self.usage.flush(self.db)

@@ -1,0 +1,127 @@
+"""The MongoDB-style ``q`` filter of the IMKIT API, translated to SQL.
+
+Accepted: ``{"field": value}`` (equality), ``{"field": {"$op": value}}`` with
+``$eq $ne $gt $gte $lt $lte $in $nin $exists $regex`` (+ ``$options: "i"``), and
+``$and`` / ``$or`` lists. Fields are the ones the caller names; anything else is a clear
+400 ``INVALID_QUERY``, never a scan of arbitrary columns.
+
+Regular expressions are user input run by the database (PostgreSQL) or by Python
+(SQLite), so they are kept short and must not contain a quantified group — the shape
+behind catastrophic backtracking.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import and_, false, not_, or_, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from parley.services.errors import InvalidRequest
+
+MAX_DEPTH = 4
+MAX_IN = 1000
+MAX_REGEX = 128
+_NESTED_QUANTIFIER = re.compile(r"\)[*+?{]")
+_Scalar = str | int | float | bool
+
+
+def invalid(message: str) -> InvalidRequest:
+    return InvalidRequest(message, code="INVALID_QUERY")
+
+
+def build_filter(q: Any, fields: dict[str, Any], depth: int = 0) -> ColumnElement[bool]:
+    if depth > MAX_DEPTH:
+        raise invalid("The query nests too deeply")
+    if not isinstance(q, dict):
+        raise invalid("The query must be a JSON object")
+    conditions: list[ColumnElement[bool]] = []
+    for key, value in q.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, list) or not value or len(value) > 20:
+                raise invalid(f"{key} takes a list of 1 to 20 queries")
+            parts = [build_filter(v, fields, depth + 1) for v in value]
+            conditions.append(and_(*parts) if key == "$and" else or_(*parts))
+        elif key in fields:
+            conditions.append(_field_condition(fields[key], key, value))
+        else:
+            raise invalid(f"Cannot filter on {key!r}; allowed: {', '.join(sorted(fields))}")
+    return and_(true(), *conditions)
+
+
+def _field_condition(column: Any, name: str, value: Any) -> ColumnElement[bool]:
+    if not isinstance(value, dict):
+        return _eq(column, _scalar(name, value))
+    if not value:
+        raise invalid(f"Empty operator object for {name!r}")
+    options = value.get("$options", "")
+    if not isinstance(options, str) or set(options) - {"i"}:
+        raise invalid("$options supports only 'i'")
+    parts: list[ColumnElement[bool]] = []
+    for op, operand in value.items():
+        if op == "$options":
+            if "$regex" not in value:
+                raise invalid("$options goes with $regex")
+        elif op == "$eq":
+            parts.append(_eq(column, _scalar(name, operand)))
+        elif op == "$ne":
+            operand = _scalar(name, operand)
+            parts.append(
+                column.is_not(None) if operand is None else or_(column.is_(None), column != operand)
+            )
+        elif op in ("$gt", "$gte", "$lt", "$lte"):
+            operand = _scalar(name, operand)
+            if operand is None:
+                raise invalid(f"{op} needs a value")
+            parts.append(
+                {
+                    "$gt": column > operand,
+                    "$gte": column >= operand,
+                    "$lt": column < operand,
+                    "$lte": column <= operand,
+                }[op]
+            )
+        elif op in ("$in", "$nin"):
+            if not isinstance(operand, list) or len(operand) > MAX_IN:
+                raise invalid(f"{op} takes a list of at most {MAX_IN} values")
+            values = [_scalar(name, v) for v in operand]
+            if not values:
+                parts.append(false() if op == "$in" else true())
+            else:
+                cond = column.in_(values)
+                parts.append(cond if op == "$in" else or_(column.is_(None), not_(cond)))
+        elif op == "$exists":
+            parts.append(column.is_not(None) if operand else column.is_(None))
+        elif op == "$regex":
+            # "(?i)" is understood by Python's re (SQLite) and PostgreSQL's AREs alike;
+            # SQLAlchemy's flags= argument is silently dropped on SQLite.
+            pattern = _regex(operand)
+            parts.append(column.regexp_match("(?i)" + pattern if options else pattern))
+        else:
+            raise invalid(f"Unsupported operator {op!r}")
+    return and_(*parts)
+
+
+def _eq(column: Any, value: _Scalar | None) -> ColumnElement[bool]:
+    return column.is_(None) if value is None else column == value
+
+
+def _scalar(name: str, value: Any) -> _Scalar | None:
+    if value is None or isinstance(value, _Scalar):
+        if isinstance(value, str) and len(value) > 1000:
+            raise invalid(f"Value for {name!r} is too long")
+        return value
+    raise invalid(f"Value for {name!r} must be a string, number, boolean or null")
+
+
+def _regex(pattern: Any) -> str:
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_REGEX:
+        raise invalid(f"$regex takes a pattern of 1 to {MAX_REGEX} characters")
+    if _NESTED_QUANTIFIER.search(pattern) or "(?" in pattern or "\\" in pattern[-1:]:
+        raise invalid("$regex patterns may not quantify groups or use inline flags")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise invalid(f"Bad $regex: {exc}") from None
+    return pattern

@@ -1,0 +1,354 @@
+"""An app's users (IMKIT "clients") and their access tokens.
+
+Tokens come in two kinds: issued by Parley (an HS256 JWT carrying the user ``id``, which
+web SDKs decode locally) or assigned by the customer's backend (an opaque string with an
+expiry). Both are stored only as SHA-256 digests, unique per app. Issuing or binding a
+token replaces the user's earlier tokens, as the IMKIT docs specify; ``DELETE`` revokes one
+or all.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.services import crypto
+from parley.services.auth import Authenticator
+from parley.services.changes import Change, ChangeFeed
+from parley.services.clock import iso, now_ms, parse_time
+from parley.services.errors import Conflict, InvalidRequest, NotFound, TooLarge
+from parley.services.query_filter import build_filter
+from parley.storage.db import Database
+from parley.storage.tables import UserRow, UserTokenRow
+
+MAX_USER_ID = 255
+MAX_PROFILE_BYTES = 16_384
+MAX_TOKEN = 4096
+DEFAULT_PAGE, MAX_PAGE = 50, 100
+MAX_BATCH = 1000
+
+# Keys with a meaning of their own; never stored among a user's custom fields.
+KNOWN_FIELDS = {"nickname": "nickname", "avatarUrl": "avatar_url", "description": "description"}
+RESERVED = {
+    "_id",
+    "id",
+    "appID",
+    "__v",
+    "token",
+    "expirationDate",
+    "expirationDateMS",
+    "issueAccessToken",
+    "createdAt",
+    "updatedAt",
+    "createdAtMS",
+    "updatedAtMS",
+    "lastLoginTime",
+    "lastLoginTimeMS",
+    "isSocketConnected",
+    "clientId",
+}
+
+
+def user_public(row: UserRow) -> dict[str, Any]:
+    """The contract's Client object."""
+    return {
+        **row.profile,
+        "_id": row.id,
+        "id": row.id,
+        "appID": row.app_id,
+        "__v": 0,
+        "nickname": row.nickname,
+        "avatarUrl": row.avatar_url,
+        "description": row.description,
+        "isRobot": bool(row.profile.get("isRobot", False)),
+        "mute": row.profile.get("mute", []),
+        "notificationEnabled": row.profile.get("notificationEnabled", True),
+        "lastLoginTime": iso(row.last_login_at),
+        "lastLoginTimeMS": row.last_login_at or 0,
+        "createdAt": iso(row.created_at),
+        "createdAtMS": row.created_at,
+        "updatedAt": iso(row.updated_at),
+        "updatedAtMS": row.updated_at,
+    }
+
+
+def token_record(row: UserTokenRow, user_id: str) -> dict[str, Any]:
+    """What a revocation reports of a token: never the token itself, which is not stored."""
+    return {
+        "client": user_id,
+        "expirationDate": iso(row.expires_at),
+        "expirationDateMS": row.expires_at,
+        "createdAt": iso(row.created_at),
+        "issued": row.issued,
+    }
+
+
+class UserService:
+    def __init__(
+        self, db: Database, auth: Authenticator, changes: ChangeFeed, token_lifetime_days: int
+    ) -> None:
+        self._db = db
+        self._auth = auth
+        self._changes = changes
+        self._lifetime_ms = token_lifetime_days * 86_400_000
+
+    async def upsert(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /admin/clients: create or partially update; optionally issue or bind a token."""
+        user_id = _user_id(body.get("_id"))
+        issue = body.get("issueAccessToken", False)
+        if not isinstance(issue, bool):
+            raise InvalidRequest("issueAccessToken must be a boolean")
+        assigned = body.get("token")
+        if assigned is not None and issue:
+            raise InvalidRequest("Send either issueAccessToken or token, not both")
+        expires_at = None
+        if assigned is not None:
+            assigned = _token_text(assigned)
+            expires_at = (
+                _future_time(body["expirationDate"])
+                if body.get("expirationDate") is not None
+                else now_ms() + self._lifetime_ms
+            )
+        token: str | None = None
+        async with self._db.write() as s:
+            row = await self._apply_profile(s, app_id, user_id, body)
+            if issue:
+                token, expires_at = await self._issue(app_id, row)
+            secret = token or assigned
+            if secret:
+                await self._replace_tokens(s, row, secret, expires_at, issued=issue)
+                await self._changes.record(s, Change(app_id, "user", user_id))
+            result = user_public(row)
+        if token or assigned:
+            await self._changes.announce(Change(app_id, "user", user_id))
+            result["token"] = token or assigned
+            result["expirationDate"] = iso(expires_at)
+            result["expirationDateMS"] = expires_at
+            result["issueAccessToken"] = issue
+        return result
+
+    async def upsert_many(self, app_id: str, items: Any) -> int:
+        """POST /admin/clients/list: profiles only, no tokens."""
+        if not isinstance(items, list):
+            raise InvalidRequest("data must be a list of clients", code="MISSING_PARAMETER")
+        if len(items) > MAX_BATCH:
+            raise TooLarge(f"At most {MAX_BATCH} clients per call")
+        for item in items:
+            if not isinstance(item, dict):
+                raise InvalidRequest("Each client must be an object")
+            if "token" in item or "issueAccessToken" in item:
+                raise InvalidRequest("Tokens are not accepted in a batch; use /admin/clients")
+        async with self._db.write() as s:
+            for item in items:
+                await self._apply_profile(s, app_id, _user_id(item.get("_id")), item)
+        return len(items)
+
+    async def search(self, app_id: str, q: Any, skip: int, limit: int) -> dict[str, Any]:
+        if limit > MAX_PAGE:
+            raise TooLarge(f"limit may be at most {MAX_PAGE}", code="RESULT_TOO_LARGE")
+        if limit < 0 or skip < 0:
+            raise InvalidRequest("skip and limit must not be negative")
+        limit = limit or DEFAULT_PAGE
+        condition = build_filter(
+            q or {},
+            {
+                "_id": UserRow.id,
+                "id": UserRow.id,
+                "nickname": UserRow.nickname,
+                "avatarUrl": UserRow.avatar_url,
+                "description": UserRow.description,
+            },
+        )
+        where = (UserRow.app_id == app_id, condition)
+        async with self._db.read() as s:
+            total = await s.execute(select(func.count()).select_from(UserRow).where(*where))
+            rows = (
+                (
+                    await s.execute(
+                        select(UserRow).where(*where).order_by(UserRow.id).offset(skip).limit(limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            return {"totalCount": total.scalar_one(), "data": [user_public(r) for r in rows]}
+
+    async def get(self, app_id: str, user_id: str) -> dict[str, Any]:
+        async with self._db.read() as s:
+            row = await s.get(UserRow, (app_id, user_id))
+        if row is None:
+            raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+        return user_public(row)
+
+    async def update_profile(
+        self, app_id: str, user_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """POST /me: the user edits its own profile (never its id or tokens)."""
+        async with self._db.write() as s:
+            if await s.get(UserRow, (app_id, user_id)) is None:
+                raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+            row = await self._apply_profile(s, app_id, user_id, body)
+            return user_public(row)
+
+    async def bind_token(
+        self, app_id: str, user_id: str, token: Any, expiration: Any
+    ) -> dict[str, Any]:
+        """PUT /admin/clients/{id}/token: the backend assigns a token; old ones die at once."""
+        token = _token_text(token)
+        if expiration is None:
+            raise InvalidRequest("expirationDate is required", code="MISSING_PARAMETER")
+        expires_at = _future_time(expiration)
+        async with self._db.write() as s:
+            row = await s.get(UserRow, (app_id, user_id))
+            if row is None:
+                raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+            await self._replace_tokens(s, row, token, expires_at, issued=False)
+            row.updated_at = now_ms()
+            await self._changes.record(s, Change(app_id, "user", user_id))
+            result = user_public(row)
+        await self._changes.announce(Change(app_id, "user", user_id))
+        return {
+            **result,
+            "token": token,
+            "client": user_id,
+            "issueAccessToken": False,
+            "expirationDate": iso(expires_at),
+            "expirationDateMS": expires_at,
+        }
+
+    async def revoke_tokens(self, app_id: str, user_id: str, token: Any = None) -> dict[str, Any]:
+        """DELETE /admin/clients/{id}/token: one token (if given) or all of them."""
+        async with self._db.write() as s:
+            if await s.get(UserRow, (app_id, user_id)) is None:
+                raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+            query = select(UserTokenRow).where(
+                UserTokenRow.app_id == app_id, UserTokenRow.user_id == user_id
+            )
+            if token is not None:
+                query = query.where(UserTokenRow.token_hash == crypto.digest(_token_text(token)))
+            rows = (await s.execute(query)).scalars().all()
+            if token is not None and not rows:
+                raise NotFound("Specified token not found for this client", code="TOKEN_NOT_FOUND")
+            for row in rows:
+                await s.delete(row)
+            await self._changes.record(s, Change(app_id, "user", user_id))
+        await self._changes.announce(Change(app_id, "user", user_id))
+        return {
+            "success": True,
+            "message": "Token revoked successfully"
+            if token is not None
+            else "All tokens revoked successfully",
+            "revokedTokens": len(rows),
+            "data": [token_record(r, user_id) for r in rows],
+        }
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _apply_profile(
+        self, s: AsyncSession, app_id: str, user_id: str, body: dict[str, Any]
+    ) -> UserRow:
+        now = now_ms()
+        row = await s.get(UserRow, (app_id, user_id))
+        if row is None:
+            row = UserRow(app_id=app_id, id=user_id, profile={}, created_at=now, updated_at=now)
+            s.add(row)
+        for wire, attr in KNOWN_FIELDS.items():
+            if wire in body:
+                value = body[wire]
+                if value is not None and not isinstance(value, str):
+                    raise InvalidRequest(f"{wire} must be a string")
+                if value is not None and len(value) > 4096:
+                    raise TooLarge(f"{wire} is too long")
+                setattr(row, attr, value)
+        custom = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in RESERVED}
+        if custom:
+            profile = {**row.profile, **custom}
+            if len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
+                raise TooLarge(f"Custom fields exceed {MAX_PROFILE_BYTES} bytes")
+            row.profile = profile
+        row.updated_at = now
+        return row
+
+    async def _issue(self, app_id: str, row: UserRow) -> tuple[str, int]:
+        app = await self._auth.app(app_id)
+        if app is None:
+            raise NotFound("No such application", code="APP_NOT_FOUND")
+        now = now_ms()
+        expires_at = now + self._lifetime_ms
+        claims: dict[str, Any] = {"id": row.id}
+        if row.nickname:
+            claims["nickname"] = row.nickname
+        if row.avatar_url:
+            claims["avatarUrl"] = row.avatar_url
+        claims.update(iat=now // 1000, exp=expires_at // 1000, jti=secrets.token_urlsafe(12))
+        return crypto.sign_jwt(claims, app.token_secret), expires_at
+
+    async def _replace_tokens(
+        self, s: AsyncSession, row: UserRow, token: str, expires_at: int | None, *, issued: bool
+    ) -> None:
+        assert expires_at is not None
+        token_hash = crypto.digest(token)
+        owner = (
+            await s.execute(
+                select(UserTokenRow.user_id).where(
+                    UserTokenRow.app_id == row.app_id, UserTokenRow.token_hash == token_hash
+                )
+            )
+        ).scalar_one_or_none()
+        if owner is not None and owner != row.id:
+            raise Conflict("This token already belongs to another client", code="TOKEN_CONFLICT")
+        await s.execute(
+            delete(UserTokenRow).where(
+                UserTokenRow.app_id == row.app_id, UserTokenRow.user_id == row.id
+            )
+        )
+        await s.flush()
+        s.add(
+            UserTokenRow(
+                app_id=row.app_id,
+                user_id=row.id,
+                token_hash=token_hash,
+                issued=issued,
+                expires_at=expires_at,
+                created_at=now_ms(),
+            )
+        )
+        try:
+            await s.flush()
+        except IntegrityError:  # another request bound the same token a moment ago
+            raise Conflict(
+                "This token already belongs to another client", code="TOKEN_CONFLICT"
+            ) from None
+
+
+def _user_id(value: Any) -> str:
+    if value is None:
+        raise InvalidRequest("_id is required", code="MISSING_PARAMETER")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest("_id must be a non-empty string", code="INVALID_USER_ID")
+    if len(value) > MAX_USER_ID:
+        raise InvalidRequest(f"_id has at most {MAX_USER_ID} characters", code="INVALID_USER_ID")
+    return value
+
+
+def _token_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("token must be a non-empty string")
+    if len(value) > MAX_TOKEN or not value.isprintable():
+        raise InvalidRequest(f"token must be printable and at most {MAX_TOKEN} characters")
+    return value
+
+
+def _future_time(value: Any) -> int:
+    try:
+        ms = parse_time(value)
+    except (ValueError, TypeError):
+        raise InvalidRequest("expirationDate must be an ISO-8601 date or epoch ms") from None
+    if ms <= now_ms():
+        raise InvalidRequest("expirationDate must be in the future")
+    return ms

@@ -1,0 +1,163 @@
+"""The database handle: engines, transactions and migrations.
+
+``Database.read()`` and ``Database.write()`` each open one transaction. On SQLite all
+writes go through a single connection that starts with ``BEGIN IMMEDIATE``: writers queue
+in the pool instead of failing with "database is locked", and readers (WAL mode) never
+wait for them. On PostgreSQL both use one pool.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from parley.services.errors import ServiceUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _sqlite_regexp(pattern: str, value: Any) -> bool:
+    """REGEXP for SQLite (PostgreSQL has ``~`` built in). Patterns are vetted by the caller."""
+    if value is None:
+        return False
+    compiled = _REGEX_CACHE.get(pattern)
+    if compiled is None:
+        if len(_REGEX_CACHE) > 256:
+            _REGEX_CACHE.clear()
+        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
+    return compiled.search(str(value)) is not None
+
+
+def _sqlite_iregexp(pattern: str, value: Any) -> bool:
+    return _sqlite_regexp("(?i)" + pattern, value)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, writer: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below decide how transactions start.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+        dbapi_conn.create_function("regexp", 2, _sqlite_regexp, deterministic=True)
+        dbapi_conn.create_function("iregexp", 2, _sqlite_iregexp, deterministic=True)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.reader = create_async_engine(url, pool_size=4, max_overflow=4)
+            self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+            _configure_sqlite(self.reader, writer=False)
+            _configure_sqlite(self.writer, writer=True)
+        else:
+            self.reader = self.writer = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
+        self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with _unavailable_on_outage(), self._read_sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """One atomic change: committed when the block ends, rolled back if it raises."""
+        async with (
+            _unavailable_on_outage(),
+            self._write_sessions() as session,
+            session.begin(),
+        ):
+            yield session
+
+    async def close(self) -> None:
+        await self.reader.dispose()
+        if self.writer is not self.reader:
+            await self.writer.dispose()
+
+
+@asynccontextmanager
+async def _unavailable_on_outage() -> AsyncIterator[None]:
+    """A database that cannot be reached is a retryable 503, not a 500."""
+    try:
+        yield
+    except (OperationalError, DBAPIError) as exc:
+        if _is_connection_error(exc):
+            raise ServiceUnavailable("The database is unavailable; retry later") from exc
+        raise
+    except (TimeoutError, OSError, ConnectionError) as exc:
+        raise ServiceUnavailable("The database is unavailable; retry later") from exc
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    text = str(exc.orig).lower()
+    return any(
+        word in text
+        for word in ("connection", "could not connect", "database is locked", "terminating")
+    )
+
+
+def run_migrations(url: str) -> None:
+    """Bring the schema to the newest revision (blocking; run it in a thread from async code)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["database_url"] = url
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(cfg, "head")
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
+async def current_revision(db: Database) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    async with db.writer.connect() as conn:
+        return await conn.run_sync(
+            lambda sync_conn: MigrationContext.configure(sync_conn).get_current_revision()
+        )

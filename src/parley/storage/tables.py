@@ -1,0 +1,152 @@
+"""The database schema. Times are epoch milliseconds (the wire speaks them, and integers
+compare the same on SQLite and PostgreSQL). Secrets never appear here in plain text:
+keys and tokens are stored as SHA-256 digests, signing secrets as salts that only the
+server's master secret turns into keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class AppRow(Base):
+    """An application (tenant): its users, rooms and keys belong to it alone."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    allowed_origins: Mapped[list[str]] = mapped_column(default=list)
+    token_salt: Mapped[str] = mapped_column(String(64))
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AppDomainRow(Base):
+    """A host name an app is served on; one app per host name."""
+
+    __tablename__ = "app_domains"
+
+    domain: Mapped[str] = mapped_column(String(253), primary_key=True)
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), index=True
+    )
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display: Mapped[str] = mapped_column(String(40))  # prefix…last four, safe to show
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # Set when the key is rotated with an overlap: it keeps working until then.
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class ClientKeyRow(Base):
+    __tablename__ = "client_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the JWT's kid claim
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), index=True
+    )
+    salt: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Set when the key is rotated with a grace period: it keeps working until then.
+    grace_until: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class UserRow(Base):
+    """An app's end user (IMKIT calls it a client)."""
+
+    __tablename__ = "users"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    nickname: Mapped[str | None] = mapped_column(String(255), default=None)
+    avatar_url: Mapped[str | None] = mapped_column(Text, default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    # Fields the customer adds beyond the known ones, returned verbatim.
+    profile: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    last_login_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+    __table_args__ = (Index("ix_users_app_nickname", "app_id", "nickname"),)
+
+
+class UserTokenRow(Base):
+    __tablename__ = "user_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    issued: Mapped[bool] = mapped_column(Boolean)  # True: a JWT minted by Parley
+    device_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        UniqueConstraint("app_id", "token_hash", name="uq_user_tokens_app_hash"),
+        ForeignKeyConstraint(
+            ["app_id", "user_id"], ["users.app_id", "users.id"], ondelete="CASCADE"
+        ),
+        Index("ix_user_tokens_user", "app_id", "user_id"),
+    )
+
+
+class AuthChangeRow(Base):
+    """Append-only log of revocations, polled by every node so that a revocation made by
+    another process (the CLI, another node) is honoured even if a broker message is lost."""
+
+    __tablename__ = "auth_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))  # "app" | "user"
+    subject: Mapped[str] = mapped_column(String(255), default="")
+    at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class KeyUsageRow(Base):
+    """Per key and per UTC day: requests, rejections by error code, Origins seen."""
+
+    __tablename__ = "key_usage"
+
+    key_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "api" | "client"
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), index=True
+    )
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejections: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    origins: Mapped[list[str]] = mapped_column(default=list)
+    last_used_at: Mapped[int] = mapped_column(BigInteger, default=0)
