@@ -4,9 +4,9 @@ route up in the permission table, and ask the auth service for a principal."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from parley.api.permissions import access_for
@@ -15,38 +15,40 @@ from parley.services.container import Services
 from parley.services.errors import InsufficientPermissions, InvalidRequest
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
 
 
-def _header(request: Request, *names: str) -> str | None:
+def _first(headers: dict[bytes, bytes], *names: bytes) -> str | None:
     for name in names:
-        value = request.headers.get(name)
+        value = headers.get(name)
         if value:
-            return value.strip()
+            return value.decode("latin-1").strip() or None
     return None
 
 
-def host_of(request: Request, trust_proxy: bool) -> str | None:
-    raw = _header(request, "x-forwarded-host") if trust_proxy else None
-    raw = (raw or _header(request, "host") or "").split(",")[0].strip().lower()
+def host_of(headers: dict[bytes, bytes], trust_proxy: bool) -> str | None:
+    raw = _first(headers, b"x-forwarded-host") if trust_proxy else None
+    raw = (raw or _first(headers, b"host") or "").split(",")[0].strip().lower()
     if raw.startswith("["):  # [::1]:3100
         return raw.split("]")[0] + "]"
     return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw or None
 
 
 def credentials_of(request: Request, trust_proxy: bool) -> Credentials:
-    token = _header(request, "im-authorization", "authorization")
+    # One pass over the raw headers (names arrive lower-cased from the ASGI server).
+    headers = dict(request.scope["headers"])
+    token = _first(headers, b"im-authorization", b"authorization")
     if token and token[:7].lower() == "bearer ":
         token = token[7:].strip()
     return Credentials(
-        api_key=_header(request, "im-api-key", "api_key"),
-        client_key=_header(request, "im-client-key", "client_key"),
+        api_key=_first(headers, b"im-api-key", b"api_key"),
+        client_key=_first(headers, b"im-client-key", b"client_key"),
         token=token,
-        host=host_of(request, trust_proxy),
-        origin=_header(request, "origin"),
-        acting_user=_header(request, "im-client-id"),
+        host=host_of(headers, trust_proxy),
+        origin=_first(headers, b"origin"),
+        acting_user=_first(headers, b"im-client-id"),
     )
 
 
@@ -56,7 +58,7 @@ async def authorize(request: Request, path: str) -> Principal | None:
         raise InsufficientPermissions("This operation is not open to any credential")
     if access is Access.PUBLIC:
         return None
-    svc = services(request)
+    svc = services_of(request)
     return await svc.auth.authenticate(credentials_of(request, svc.settings.trust_proxy), access)
 
 
@@ -75,22 +77,20 @@ class AuthorizedRoute(APIRoute):
         return authorized
 
 
-async def caller(request: Request) -> Principal:
+def caller_of(request: Request) -> Principal:
+    """The authenticated caller of a non-public route (set by AuthorizedRoute)."""
     principal: Principal | None = request.state.principal
     assert principal is not None, "route is in the table as PUBLIC but asks for a caller"
     return principal
 
 
-async def current_user(principal: Annotated[Principal, Depends(caller)]) -> Principal:
-    """A caller that is a user; an API Key caller names the user in ``IM-CLIENT-ID``."""
+def user_of(request: Request) -> tuple[Principal, str]:
+    """The caller and the user it acts as; an API Key caller names the user in
+    ``IM-CLIENT-ID``."""
+    principal = caller_of(request)
     if principal.user_id is None:
         raise InvalidRequest(
             "With the API Key, name the user in the IM-CLIENT-ID header",
             code="MISSING_PARAMETER",
         )
-    return principal
-
-
-Svc = Annotated[Services, Depends(services)]
-Caller = Annotated[Principal, Depends(caller)]
-CurrentUser = Annotated[Principal, Depends(current_user)]
+    return principal, principal.user_id

@@ -33,7 +33,7 @@ KEEP_MS = 24 * 3600 * 1000
 @dataclass(frozen=True)
 class Change:
     app_id: str
-    kind: str  # "app" | "user"
+    kind: str  # "app" | "user" (tokens) | "profile" (one user) | "profiles" (all of an app)
     subject: str = ""
 
 

@@ -44,14 +44,27 @@ class Services:
         self.changes = ChangeFeed(self.db, self.broker, self._apply_change)
         self.apps = AppService(self.db, master, self.changes)
         self.keys = KeyService(self.db, master, self.changes)
-        self.users = UserService(self.db, self.auth, self.changes, settings.token_lifetime_days)
+        self.users = UserService(
+            self.db,
+            self.auth,
+            self.changes,
+            settings.token_lifetime_days,
+            profile_cache_seconds=settings.auth_cache_seconds,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _apply_change(self, change: Change) -> None:
-        if change.kind == "user":
+        """Drop what a change makes stale from this node's caches."""
+        if change.kind == "profile":
+            self.users.forget_profile(change.app_id, change.subject)
+        elif change.kind == "profiles":
+            self.users.forget_profiles(change.app_id)
+        elif change.kind == "user":
             self.auth.forget_user(change.app_id, change.subject)
+            self.users.forget_profile(change.app_id, change.subject)
         else:
             self.auth.forget_app(change.app_id)
+            self.users.forget_profiles(change.app_id)
 
     async def start(self) -> None:
         """Connect the broker and start the background work of a serving node."""

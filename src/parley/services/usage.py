@@ -7,6 +7,7 @@ at most its last unflushed interval of counts.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,11 @@ class _Tally:
     last_used_at: int = 0
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_day(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%d")
+
+
 class UsageRecorder:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, str, str], _Tally] = {}
@@ -40,7 +46,7 @@ class UsageRecorder:
         self, key_kind: str, key_id: str, app_id: str, origin: str | None, error: str | None
     ) -> None:
         now = now_ms()
-        day = datetime.fromtimestamp(now / 1000, UTC).strftime("%Y-%m-%d")
+        day = _utc_day(now // 1000)
         tally = self._pending.get((key_kind, key_id, day))
         if tally is None:
             tally = self._pending[(key_kind, key_id, day)] = _Tally(app_id)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services import crypto
-from parley.services.auth import Authenticator
+from parley.services.auth import Authenticator, TtlCache
 from parley.services.changes import Change, ChangeFeed
 from parley.services.clock import iso, now_ms, parse_time
 from parley.services.errors import Conflict, InvalidRequest, NotFound, TooLarge
@@ -90,12 +90,20 @@ def token_record(row: UserTokenRow, user_id: str) -> dict[str, Any]:
 
 class UserService:
     def __init__(
-        self, db: Database, auth: Authenticator, changes: ChangeFeed, token_lifetime_days: int
+        self,
+        db: Database,
+        auth: Authenticator,
+        changes: ChangeFeed,
+        token_lifetime_days: int,
+        profile_cache_seconds: float = 60.0,
     ) -> None:
         self._db = db
         self._auth = auth
         self._changes = changes
         self._lifetime_ms = token_lifetime_days * 86_400_000
+        # Public profiles by (app, user): GET /me and every embedded sender read them far
+        # more often than anyone writes them. Dropped on every change (see forget_*).
+        self._profiles = TtlCache(profile_cache_seconds)
 
     async def upsert(self, app_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST /admin/clients: create or partially update; optionally issue or bind a token."""
@@ -124,9 +132,11 @@ class UserService:
                 await self._replace_tokens(s, row, secret, expires_at, issued=issue)
                 await self._changes.record(s, Change(app_id, "user", user_id))
             result = user_public(row)
-        if token or assigned:
-            await self._changes.announce(Change(app_id, "user", user_id))
-            result["token"] = token or assigned
+        # A token change is a revocation (logged for every node); a profile change only
+        # needs caches refreshed, which the broker does.
+        await self._changes.announce(Change(app_id, "user" if secret else "profile", user_id))
+        if secret:
+            result["token"] = secret
             result["expirationDate"] = iso(expires_at)
             result["expirationDateMS"] = expires_at
             result["issueAccessToken"] = issue
@@ -146,6 +156,7 @@ class UserService:
         async with self._db.write() as s:
             for item in items:
                 await self._apply_profile(s, app_id, _user_id(item.get("_id")), item)
+        await self._changes.announce(Change(app_id, "profiles"))
         return len(items)
 
     async def search(self, app_id: str, q: Any, skip: int, limit: int) -> dict[str, Any]:
@@ -179,11 +190,21 @@ class UserService:
             return {"totalCount": total.scalar_one(), "data": [user_public(r) for r in rows]}
 
     async def get(self, app_id: str, user_id: str) -> dict[str, Any]:
-        async with self._db.read() as s:
-            row = await s.get(UserRow, (app_id, user_id))
-        if row is None:
-            raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
-        return user_public(row)
+        profile: dict[str, Any] | None = self._profiles.get((app_id, user_id))
+        if profile is None:
+            async with self._db.read() as s:
+                row = await s.get(UserRow, (app_id, user_id))
+            if row is None:
+                raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+            profile = user_public(row)
+            self._profiles.put((app_id, user_id), profile)
+        return dict(profile)
+
+    def forget_profile(self, app_id: str, user_id: str) -> None:
+        self._profiles.drop((app_id, user_id))
+
+    def forget_profiles(self, app_id: str) -> None:
+        self._profiles.drop_where(lambda key, _v: key[0] == app_id)
 
     async def update_profile(
         self, app_id: str, user_id: str, body: dict[str, Any]
@@ -193,7 +214,9 @@ class UserService:
             if await s.get(UserRow, (app_id, user_id)) is None:
                 raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
             row = await self._apply_profile(s, app_id, user_id, body)
-            return user_public(row)
+            result = user_public(row)
+        await self._changes.announce(Change(app_id, "profile", user_id))
+        return result
 
     async def bind_token(
         self, app_id: str, user_id: str, token: Any, expiration: Any

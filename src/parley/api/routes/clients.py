@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
-from parley.api.deps import AuthorizedRoute, Caller, Svc
+from parley.api.deps import AuthorizedRoute, caller_of, services_of
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import ClientBatch, ClientUpsert, Envelope, TokenBind, TokenRevoke
 from parley.services.errors import InvalidRequest
@@ -17,23 +17,22 @@ router = APIRouter(
 )
 
 
-@router.post(
-    "/admin/clients", summary="Create or update a user; optionally issue or bind its token"
-)
-async def upsert_client(body: ClientUpsert, caller: Caller, svc: Svc) -> JSONResponse:
-    return ok(await svc.users.upsert(caller.app_id, body.fields()))
+@router.post("/admin/clients", summary="Create or update a user; issue or bind its token")
+async def upsert_client(request: Request, body: ClientUpsert) -> JSONResponse:
+    app_id = caller_of(request).app_id
+    return ok(await services_of(request).users.upsert(app_id, body.fields()))
 
 
 @router.post("/admin/clients/list", summary="Create or update many users (no tokens)")
-async def upsert_clients(body: ClientBatch, caller: Caller, svc: Svc) -> JSONResponse:
-    count = await svc.users.upsert_many(caller.app_id, [c.fields() for c in body.data])
+async def upsert_clients(request: Request, body: ClientBatch) -> JSONResponse:
+    app_id = caller_of(request).app_id
+    count = await services_of(request).users.upsert_many(app_id, [c.fields() for c in body.data])
     return ok({"count": count})
 
 
 @router.get("/admin/clients", summary="List users, with the q filter and paging")
 async def list_clients(
-    caller: Caller,
-    svc: Svc,
+    request: Request,
     q: Annotated[str | None, Query(max_length=4096)] = None,
     limit: Annotated[int, Query(ge=0)] = 50,
     skip: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -44,27 +43,28 @@ async def list_clients(
             query = orjson.loads(q)
         except orjson.JSONDecodeError:
             raise InvalidRequest("q must be a JSON object", code="INVALID_QUERY") from None
-    return ok(await svc.users.search(caller.app_id, query, skip, limit))
+    app_id = caller_of(request).app_id
+    return ok(await services_of(request).users.search(app_id, query, skip, limit))
 
 
 @router.get("/admin/clients/{client_id}", summary="Show one user")
-async def get_client(client_id: str, caller: Caller, svc: Svc) -> JSONResponse:
-    return ok(await svc.users.get(caller.app_id, client_id))
+async def get_client(request: Request, client_id: str) -> JSONResponse:
+    return ok(await services_of(request).users.get(caller_of(request).app_id, client_id))
 
 
 @router.put("/admin/clients/{client_id}/token", summary="Bind a token chosen by your backend")
-async def bind_token(client_id: str, body: TokenBind, caller: Caller, svc: Svc) -> JSONResponse:
-    return ok(await svc.users.bind_token(caller.app_id, client_id, body.token, body.expirationDate))
+async def bind_token(request: Request, client_id: str, body: TokenBind) -> JSONResponse:
+    app_id = caller_of(request).app_id
+    users = services_of(request).users
+    return ok(await users.bind_token(app_id, client_id, body.token, body.expirationDate))
 
 
-@router.delete(
-    "/admin/clients/{client_id}/token", summary="Revoke one token, or all of a user's tokens"
-)
+@router.delete("/admin/clients/{client_id}/token", summary="Revoke one or all of a user's tokens")
 async def revoke_tokens(
+    request: Request,
     client_id: str,
-    caller: Caller,
-    svc: Svc,
     body: Annotated[TokenRevoke | None, Body()] = None,
 ) -> JSONResponse:
+    app_id = caller_of(request).app_id
     token = body.token if body else None
-    return ok(await svc.users.revoke_tokens(caller.app_id, client_id, token))
+    return ok(await services_of(request).users.revoke_tokens(app_id, client_id, token))

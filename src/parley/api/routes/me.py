@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from parley.api.deps import AuthorizedRoute, CurrentUser, Svc
+from parley.api.deps import AuthorizedRoute, services_of, user_of
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import Envelope, ProfileUpdate
 
@@ -12,12 +12,13 @@ router = APIRouter(route_class=AuthorizedRoute, tags=["me"], responses={200: {"m
 
 
 @router.get("/me", summary="The calling user's profile")
-async def get_me(user: CurrentUser, svc: Svc) -> JSONResponse:
-    assert user.user_id is not None
-    return ok(await svc.users.get(user.app_id, user.user_id))
+async def get_me(request: Request) -> JSONResponse:
+    caller, user_id = user_of(request)
+    return ok(await services_of(request).users.get(caller.app_id, user_id))
 
 
 @router.post("/me", summary="Update the calling user's profile")
-async def update_me(body: ProfileUpdate, user: CurrentUser, svc: Svc) -> JSONResponse:
-    assert user.user_id is not None
-    return ok(await svc.users.update_profile(user.app_id, user.user_id, body.fields()))
+async def update_me(request: Request, body: ProfileUpdate) -> JSONResponse:
+    caller, user_id = user_of(request)
+    users = services_of(request).users
+    return ok(await users.update_profile(caller.app_id, user_id, body.fields()))
