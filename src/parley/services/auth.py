@@ -267,8 +267,9 @@ class Authenticator:
         except ValueError:
             raise InvalidClientKey() from None
         kid, app_id = payload.get("kid"), payload.get("clientId")
-        if not isinstance(kid, str) or not isinstance(app_id, str) or len(kid) > 64:
+        if not crypto.is_id(kid) or not isinstance(app_id, str):
             raise InvalidClientKey()
+        assert isinstance(kid, str)
         key: _ClientKey | None = self._client_keys.get(kid)
         if key is None:
             async with self._db.read() as s:

@@ -24,6 +24,7 @@ import orjson
 
 API_KEY_PREFIX = "prly_"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_HEX = frozenset("0123456789abcdef")
 _API_KEY_BODY = 43
 _API_KEY_CHECK = 6
 API_KEY_LENGTH = len(API_KEY_PREFIX) + _API_KEY_BODY + _API_KEY_CHECK
@@ -48,7 +49,7 @@ def new_api_key() -> str:
 
 
 def api_key_well_formed(key: str) -> bool:
-    if len(key) != API_KEY_LENGTH or not key.startswith(API_KEY_PREFIX):
+    if len(key) != API_KEY_LENGTH or not key.isascii() or not key.startswith(API_KEY_PREFIX):
         return False
     body = key[len(API_KEY_PREFIX) : -_API_KEY_CHECK]
     if any(c not in _BASE62 for c in body):
@@ -73,6 +74,11 @@ def new_salt() -> str:
 
 def new_id() -> str:
     return secrets.token_hex(16)
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` has the shape of :func:`new_id` (checked before any lookup)."""
+    return isinstance(value, str) and len(value) == 32 and all(c in _HEX for c in value)
 
 
 def derive_secret(master: bytes, purpose: str, salt: str) -> bytes:
@@ -105,8 +111,8 @@ def read_jwt_payload(token: str) -> dict[str, Any]:
 
     Raises ValueError for anything that is not exactly our shape.
     """
-    if len(token) > MAX_JWT_LENGTH:
-        raise ValueError("too long")
+    if len(token) > MAX_JWT_LENGTH or not token.isascii():
+        raise ValueError("too long or not ASCII")
     parts = token.split(".")
     if len(parts) != 3 or not hmac.compare_digest(parts[0], _HEADER):
         raise ValueError("not a Parley JWT")

@@ -190,6 +190,7 @@ class UserService:
             return {"totalCount": total.scalar_one(), "data": [user_public(r) for r in rows]}
 
     async def get(self, app_id: str, user_id: str) -> dict[str, Any]:
+        user_id = _user_id(user_id)
         profile: dict[str, Any] | None = self._profiles.get((app_id, user_id))
         if profile is None:
             async with self._db.read() as s:
@@ -222,6 +223,7 @@ class UserService:
         self, app_id: str, user_id: str, token: Any, expiration: Any
     ) -> dict[str, Any]:
         """PUT /admin/clients/{id}/token: the backend assigns a token; old ones die at once."""
+        user_id = _user_id(user_id)
         token = _token_text(token)
         if expiration is None:
             raise InvalidRequest("expirationDate is required", code="MISSING_PARAMETER")
@@ -246,6 +248,7 @@ class UserService:
 
     async def revoke_tokens(self, app_id: str, user_id: str, token: Any = None) -> dict[str, Any]:
         """DELETE /admin/clients/{id}/token: one token (if given) or all of them."""
+        user_id = _user_id(user_id)
         async with self._db.write() as s:
             if await s.get(UserRow, (app_id, user_id)) is None:
                 raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
@@ -352,8 +355,8 @@ class UserService:
 def _user_id(value: Any) -> str:
     if value is None:
         raise InvalidRequest("_id is required", code="MISSING_PARAMETER")
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidRequest("_id must be a non-empty string", code="INVALID_USER_ID")
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise InvalidRequest("_id must be a non-empty printable string", code="INVALID_USER_ID")
     if len(value) > MAX_USER_ID:
         raise InvalidRequest(f"_id has at most {MAX_USER_ID} characters", code="INVALID_USER_ID")
     return value

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from parley.services.errors import ServiceUnavailable
+from parley.services.errors import InvalidRequest, ServiceUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
@@ -111,11 +111,29 @@ async def _unavailable_on_outage() -> AsyncIterator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:
+        if _is_bad_data(exc):
+            # Text the database cannot store (PostgreSQL refuses NUL characters): a bad
+            # request, whatever field it came in.
+            raise InvalidRequest("The request holds characters that cannot be stored") from exc
         if _is_connection_error(exc):
             raise ServiceUnavailable("The database is unavailable; retry later") from exc
         raise
     except (TimeoutError, OSError, ConnectionError) as exc:
         raise ServiceUnavailable("The database is unavailable; retry later") from exc
+
+
+def _is_bad_data(exc: DBAPIError) -> bool:
+    """A driver's DataError anywhere in the chain (asyncpg's arrive wrapped twice)."""
+    if isinstance(exc, DataError):
+        return True
+    seen: BaseException | None = exc.orig
+    for _ in range(5):
+        if seen is None:
+            return False
+        if any(cls.__name__ == "DataError" for cls in type(seen).__mro__):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:
