@@ -101,11 +101,18 @@ class _Token:
 
 
 class TtlCache:
-    """A dict whose entries expire; a safety net under explicit invalidation."""
+    """A dict whose entries expire; a safety net under explicit invalidation.
+
+    Every drop bumps ``generation``. A caller that reads the database to fill an entry
+    notes the generation first and passes it to :meth:`put`, which stores nothing if a drop
+    happened meanwhile — so a read that raced with a revocation cannot re-cache the
+    revoked credential.
+    """
 
     def __init__(self, ttl: float, max_entries: int = 200_000) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
+        self.generation = 0
         self._data: dict[Any, tuple[float, Any]] = {}
 
     def get(self, key: Any) -> Any:
@@ -117,19 +124,24 @@ class TtlCache:
             return None
         return hit[1]
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Any, value: Any, generation: int) -> None:
+        if generation != self.generation:
+            return
         if len(self._data) >= self.max_entries:
             self._data.clear()
         self._data[key] = (time.monotonic() + self.ttl, value)
 
     def drop(self, key: Any) -> None:
+        self.generation += 1
         self._data.pop(key, None)
 
     def drop_where(self, predicate: Any) -> None:
+        self.generation += 1
         for key in [k for k, v in self._data.items() if predicate(k, v[1])]:
             del self._data[key]
 
     def clear(self) -> None:
+        self.generation += 1
         self._data.clear()
 
 
@@ -158,6 +170,7 @@ class Authenticator:
         self._tokens = TtlCache(cache_seconds)
         self._domains: dict[str, str] | None = None
         self._domains_loaded = 0.0
+        self._domains_generation = 0
         self._cache_seconds = cache_seconds
 
     # -- the one entry point -------------------------------------------------------------
@@ -237,6 +250,7 @@ class Authenticator:
         key_hash = crypto.digest(raw)
         key: _ApiKey | None = self._api_keys.get(key_hash)
         if key is None:
+            generation = self._api_keys.generation
             async with self._db.read() as s:
                 row = (
                     await s.execute(select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash))
@@ -244,7 +258,7 @@ class Authenticator:
             if row is None:
                 raise InvalidApiKey()
             key = _ApiKey(row.id, row.app_id, row.expires_at, row.revoked_at)
-            self._api_keys.put(key_hash, key)
+            self._api_keys.put(key_hash, key, generation)
         now = now_ms()
         if key.revoked_at is not None or (key.expires_at is not None and now >= key.expires_at):
             self._usage.record("api", key.id, key.app_id, None, InvalidApiKey.code)
@@ -254,8 +268,9 @@ class Authenticator:
     async def verify_client_key(self, raw: str) -> _ClientKey:
         key: _ClientKey | None = self._verified_client_keys.get(raw)
         if key is None:
+            generation = self._verified_client_keys.generation
             key = await self._verify_client_key_signature(raw)
-            self._verified_client_keys.put(raw, key)
+            self._verified_client_keys.put(raw, key, generation)
         if key.revoked_at is not None and (key.grace_until is None or now_ms() >= key.grace_until):
             self._usage.record("client", key.id, key.app_id, None, InvalidClientKey.code)
             raise InvalidClientKey("The provided client key has been revoked")
@@ -272,13 +287,14 @@ class Authenticator:
         assert isinstance(kid, str)
         key: _ClientKey | None = self._client_keys.get(kid)
         if key is None:
+            generation = self._client_keys.generation
             async with self._db.read() as s:
                 row = await s.get(ClientKeyRow, kid)
             if row is None:
                 raise InvalidClientKey()
             secret = crypto.derive_secret(self._master, "client-key:" + row.app_id, row.salt)
             key = _ClientKey(row.id, row.app_id, secret, row.revoked_at, row.grace_until)
-            self._client_keys.put(kid, key)
+            self._client_keys.put(kid, key, generation)
         if key.app_id != app_id or not crypto.jwt_signature_valid(raw, key.secret):
             raise InvalidClientKey()
         return key
@@ -290,6 +306,7 @@ class Authenticator:
         cache_key = (app_id, token_hash)
         token: _Token | None = self._tokens.get(cache_key)
         if token is None:
+            generation = self._tokens.generation
             async with self._db.read() as s:
                 row = (
                     await s.execute(
@@ -301,7 +318,7 @@ class Authenticator:
             if row is None:
                 raise InvalidToken()
             token = _Token(row.user_id, row.expires_at)
-            self._tokens.put(cache_key, token)
+            self._tokens.put(cache_key, token, generation)
         if now_ms() >= token.expires_at:
             raise InvalidToken("The user token has expired")
         return token
@@ -309,6 +326,7 @@ class Authenticator:
     async def app(self, app_id: str) -> AppInfo | None:
         info: AppInfo | None = self._apps.get(app_id)
         if info is None:
+            generation = self._apps.generation
             async with self._db.read() as s:
                 row = await s.get(AppRow, app_id)
             if row is None:
@@ -319,15 +337,18 @@ class Authenticator:
                 row.rate_limit_per_minute,
                 crypto.derive_secret(self._master, "user-token:" + row.id, row.token_salt),
             )
-            self._apps.put(app_id, info)
+            self._apps.put(app_id, info, generation)
         return info
 
     async def _domain_map(self) -> dict[str, str]:
         if self._domains is None or time.monotonic() - self._domains_loaded > self._cache_seconds:
+            generation = self._domains_generation
             async with self._db.read() as s:
                 rows = (await s.execute(select(AppDomainRow.domain, AppDomainRow.app_id))).all()
-            self._domains = {r.domain: r.app_id for r in rows}
-            self._domains_loaded = time.monotonic()
+            loaded = {r.domain: r.app_id for r in rows}
+            if generation == self._domains_generation:  # no app changed during the read
+                self._domains, self._domains_loaded = loaded, time.monotonic()
+            return loaded
         return self._domains
 
     # -- invalidation ----------------------------------------------------------------
@@ -340,6 +361,7 @@ class Authenticator:
         self._verified_client_keys.drop_where(lambda _k, v: v.app_id == app_id)
         self._tokens.drop_where(lambda k, _v: k[0] == app_id)
         self._domains = None
+        self._domains_generation += 1
 
     def forget_user(self, app_id: str, user_id: str) -> None:
         """A user's tokens changed (bound, reissued, revoked)."""
@@ -355,3 +377,4 @@ class Authenticator:
         ):
             cache.clear()
         self._domains = None
+        self._domains_generation += 1

@@ -193,12 +193,13 @@ class UserService:
         user_id = _user_id(user_id)
         profile: dict[str, Any] | None = self._profiles.get((app_id, user_id))
         if profile is None:
+            generation = self._profiles.generation
             async with self._db.read() as s:
                 row = await s.get(UserRow, (app_id, user_id))
             if row is None:
                 raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
             profile = user_public(row)
-            self._profiles.put((app_id, user_id), profile)
+            self._profiles.put((app_id, user_id), profile, generation)
         return dict(profile)
 
     def forget_profile(self, app_id: str, user_id: str) -> None:
