@@ -19,7 +19,7 @@ class _Open(BaseModel):
 
 class ClientUpsert(_Open):
     id: str = Field(alias="_id", min_length=1, max_length=255)
-    nickname: str | None = Field(default=None, max_length=4096)
+    nickname: str | None = Field(default=None, max_length=255)
     avatarUrl: str | None = Field(default=None, max_length=4096)
     description: str | None = Field(default=None, max_length=4096)
     issueAccessToken: bool = False
@@ -29,12 +29,12 @@ class ClientUpsert(_Open):
 
 class ClientProfile(_Open):
     id: str = Field(alias="_id", min_length=1, max_length=255)
-    nickname: str | None = Field(default=None, max_length=4096)
+    nickname: str | None = Field(default=None, max_length=255)
     avatarUrl: str | None = Field(default=None, max_length=4096)
 
 
 class ClientBatch(BaseModel):
-    data: list[ClientProfile] = Field(max_length=1000)
+    data: list[ClientProfile]  # the service answers 413 beyond its batch limit
 
 
 class TokenBind(BaseModel):
@@ -47,7 +47,7 @@ class TokenRevoke(BaseModel):
 
 
 class ProfileUpdate(_Open):
-    nickname: str | None = Field(default=None, max_length=4096)
+    nickname: str | None = Field(default=None, max_length=255)
     avatarUrl: str | None = Field(default=None, max_length=4096)
     description: str | None = Field(default=None, max_length=4096)
 

@@ -52,7 +52,7 @@ def build_filter(q: Any, fields: dict[str, Any], depth: int = 0) -> ColumnElemen
 
 def _field_condition(column: Any, name: str, value: Any) -> ColumnElement[bool]:
     if not isinstance(value, dict):
-        return _eq(column, _scalar(name, value))
+        return _eq(column, _scalar(name, value, column))
     if not value:
         raise invalid(f"Empty operator object for {name!r}")
     options = value.get("$options", "")
@@ -64,14 +64,14 @@ def _field_condition(column: Any, name: str, value: Any) -> ColumnElement[bool]:
             if "$regex" not in value:
                 raise invalid("$options goes with $regex")
         elif op == "$eq":
-            parts.append(_eq(column, _scalar(name, operand)))
+            parts.append(_eq(column, _scalar(name, operand, column)))
         elif op == "$ne":
-            operand = _scalar(name, operand)
+            operand = _scalar(name, operand, column)
             parts.append(
                 column.is_not(None) if operand is None else or_(column.is_(None), column != operand)
             )
         elif op in ("$gt", "$gte", "$lt", "$lte"):
-            operand = _scalar(name, operand)
+            operand = _scalar(name, operand, column)
             if operand is None:
                 raise invalid(f"{op} needs a value")
             parts.append(
@@ -85,7 +85,7 @@ def _field_condition(column: Any, name: str, value: Any) -> ColumnElement[bool]:
         elif op in ("$in", "$nin"):
             if not isinstance(operand, list) or len(operand) > MAX_IN:
                 raise invalid(f"{op} takes a list of at most {MAX_IN} values")
-            values = [_scalar(name, v) for v in operand]
+            values = [_scalar(name, v, column) for v in operand]
             if not values:
                 parts.append(false() if op == "$in" else true())
             else:
@@ -107,12 +107,27 @@ def _eq(column: Any, value: _Scalar | None) -> ColumnElement[bool]:
     return column.is_(None) if value is None else column == value
 
 
-def _scalar(name: str, value: Any) -> _Scalar | None:
-    if value is None or isinstance(value, _Scalar):
-        if isinstance(value, str) and len(value) > 1000:
+def _scalar(name: str, value: Any, column: Any) -> _Scalar | None:
+    """A comparable value of the column's own type (PostgreSQL will not compare text
+    with numbers, and a number never equals a string id anyway)."""
+    if value is None:
+        return None
+    if _is_text(column):
+        if not isinstance(value, str):
+            raise invalid(f"Value for {name!r} must be a string or null")
+        if len(value) > 1000:
             raise invalid(f"Value for {name!r} is too long")
         return value
+    if isinstance(value, _Scalar):
+        return value
     raise invalid(f"Value for {name!r} must be a string, number, boolean or null")
+
+
+def _is_text(column: Any) -> bool:
+    try:
+        return column.type.python_type is str
+    except NotImplementedError:
+        return False
 
 
 def _regex(pattern: Any) -> str:

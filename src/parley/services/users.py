@@ -32,8 +32,14 @@ MAX_TOKEN = 4096
 DEFAULT_PAGE, MAX_PAGE = 50, 100
 MAX_BATCH = 1000
 
-# Keys with a meaning of their own; never stored among a user's custom fields.
-KNOWN_FIELDS = {"nickname": "nickname", "avatarUrl": "avatar_url", "description": "description"}
+# Keys with a meaning of their own (wire name → column, longest accepted value); never
+# stored among a user's custom fields.
+KNOWN_FIELDS = {
+    "nickname": ("nickname", 255),
+    "avatarUrl": ("avatar_url", 4096),
+    "description": ("description", 4096),
+}
+LATEST_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 RESERVED = {
     "_id",
     "id",
@@ -284,18 +290,24 @@ class UserService:
         if row is None:
             row = UserRow(app_id=app_id, id=user_id, profile={}, created_at=now, updated_at=now)
             s.add(row)
-        for wire, attr in KNOWN_FIELDS.items():
+        for wire, (attr, longest) in KNOWN_FIELDS.items():
             if wire in body:
                 value = body[wire]
                 if value is not None and not isinstance(value, str):
                     raise InvalidRequest(f"{wire} must be a string")
-                if value is not None and len(value) > 4096:
-                    raise TooLarge(f"{wire} is too long")
+                if value is not None and len(value) > longest:
+                    raise InvalidRequest(f"{wire} has at most {longest} characters")
                 setattr(row, attr, value)
         custom = {k: v for k, v in body.items() if k not in KNOWN_FIELDS and k not in RESERVED}
         if custom:
             profile = {**row.profile, **custom}
-            if len(orjson.dumps(profile)) > MAX_PROFILE_BYTES:
+            try:
+                size = len(orjson.dumps(profile))
+            except orjson.JSONEncodeError:
+                raise InvalidRequest(
+                    "Custom fields must nest less than 250 levels and hold 64-bit integers"
+                ) from None
+            if size > MAX_PROFILE_BYTES:
                 raise TooLarge(f"Custom fields exceed {MAX_PROFILE_BYTES} bytes")
             row.profile = profile
         row.updated_at = now
@@ -374,8 +386,10 @@ def _token_text(value: Any) -> str:
 def _future_time(value: Any) -> int:
     try:
         ms = parse_time(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidRequest("expirationDate must be an ISO-8601 date or epoch ms") from None
     if ms <= now_ms():
         raise InvalidRequest("expirationDate must be in the future")
+    if ms > LATEST_TIME_MS:
+        raise InvalidRequest("expirationDate must be before the year 10000")
     return ms

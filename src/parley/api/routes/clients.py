@@ -42,7 +42,9 @@ async def list_clients(
         try:
             query = orjson.loads(q)
         except orjson.JSONDecodeError:
-            raise InvalidRequest("q must be a JSON object", code="INVALID_QUERY") from None
+            query = None
+        if not isinstance(query, dict):
+            raise InvalidRequest("q must be a JSON object", code="INVALID_QUERY")
     app_id = caller_of(request).app_id
     return ok(await services_of(request).users.search(app_id, query, skip, limit))
 
