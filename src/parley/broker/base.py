@@ -12,6 +12,9 @@ Contract, for every implementation:
 - Handlers of one channel see that channel's messages in publish order (per publisher).
   A handler that raises is logged and does not stop delivery to the others.
 - ``publish`` never raises for a broker outage; it logs and returns ``False``.
+- ``subscribe`` before ``start`` is in effect once ``start`` returns; a subscription added
+  after ``start`` reaches a remote broker asynchronously, so a message published right
+  after it may be missed (nodes subscribe everything they need before starting).
 """
 
 from __future__ import annotations
