@@ -41,6 +41,7 @@ REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", "")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis: needs PARLEY_TEST_REDIS_URL (multi-node tests)")
+    config.addinivalue_line("markers", "postgres: needs PARLEY_TEST_DATABASE_URL (PostgreSQL)")
 
 
 def need_service(what: str) -> None:

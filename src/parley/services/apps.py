@@ -111,7 +111,10 @@ class AppService:
             s.add_all(AppDomainRow(domain=d, app_id=app_id) for d in domains)
             api_key = await add_api_key(s, app_id)
             client_key = await add_client_key(s, self._master, app_id)
-        await self._changes.announce(Change(app_id, "app"))  # new domains: reload maps
+            # New domains change every node's Host → app map, including servers that
+            # learn of it only through the change log (an app created with the CLI).
+            await self._changes.record(s, Change(app_id, "app"))
+        await self._changes.announce(Change(app_id, "app"))
         return NewApp(await self.show(app_id), api_key, client_key)
 
     async def list_all(self) -> list[AppView]:
