@@ -35,18 +35,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, port: int, database_url: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    env = dict(os.environ, PARLEY_DATA_DIR=str(data_dir), PARLEY_SECRET_KEY=secrets.token_hex(32),
-               PARLEY_LOG_LEVEL="warning", PARLEY_DATABASE_URL=database_url)
+def start_server(
+    data_dir: Path, port: int, database_url: str
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    env = dict(
+        os.environ,
+        PARLEY_DATA_DIR=str(data_dir),
+        PARLEY_SECRET_KEY=secrets.token_hex(32),
+        PARLEY_LOG_LEVEL="warning",
+        PARLEY_DATABASE_URL=database_url,
+    )
     if database_url:
-        subprocess.run([sys.executable, "-m", "parley", "migrate"], env=env, check=True,
-                       capture_output=True)
-        out = subprocess.run([sys.executable, "-m", "parley", "app", "create", "bench",
-                              "--domain", "127.0.0.1", "--json"], env=env, check=True,
-                             capture_output=True, text=True).stdout
+        subprocess.run(
+            [sys.executable, "-m", "parley", "migrate"], env=env, check=True, capture_output=True
+        )
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "parley",
+                "app",
+                "create",
+                "bench",
+                "--domain",
+                "127.0.0.1",
+                "--json",
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         keys = json.loads(out)
-    proc = subprocess.Popen([sys.executable, "-m", "parley", "run", "--port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "parley", "run", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     printed = ""
     deadline = time.monotonic() + 30
@@ -69,8 +96,19 @@ def start_server(data_dir: Path, port: int, database_url: str) -> tuple[subproce
     return proc, keys
 
 
-def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict[str, float]:
-    cmd = ["wrk", "-t", "1", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency"]
+def run_wrk(
+    url: str, headers: dict[str, str], seconds: float, connections: int
+) -> dict[str, float]:
+    cmd = [
+        "wrk",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+    ]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -87,7 +125,9 @@ def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int)
     return {"rps": rps, "p50": latency("50"), "p99": latency("99")}
 
 
-async def _load(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict[str, float]:
+async def _load(
+    url: str, headers: dict[str, str], seconds: float, connections: int
+) -> dict[str, float]:
     host, port_path = url.split("//", 1)[1].split(":", 1)
     port, path = port_path.split("/", 1)
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -110,11 +150,16 @@ async def _load(url: str, headers: dict[str, str], seconds: float, connections: 
 
     await asyncio.gather(*(worker() for _ in range(connections)))
     latencies.sort()
-    return {"rps": len(latencies) / seconds, "p50": latencies[len(latencies) // 2],
-            "p99": latencies[int(len(latencies) * 0.99)]}
+    return {
+        "rps": len(latencies) / seconds,
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99)],
+    }
 
 
-def measure(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict[str, float]:
+def measure(
+    url: str, headers: dict[str, str], seconds: float, connections: int
+) -> dict[str, float]:
     if shutil.which("wrk"):
         return run_wrk(url, headers, seconds, connections)
     return asyncio.run(_load(url, headers, seconds, connections))
@@ -133,14 +178,18 @@ def main() -> None:
         proc, keys = start_server(Path(tmp), port, args.database_url)
         try:
             base = f"http://127.0.0.1:{port}"
-            created = httpx.post(base + "/admin/clients", headers={"IM-API-KEY": keys["apiKey"]},
-                                 json={"_id": "bench-user", "nickname": "Bench",
-                                       "issueAccessToken": True}).json()
+            created = httpx.post(
+                base + "/admin/clients",
+                headers={"IM-API-KEY": keys["apiKey"]},
+                json={"_id": "bench-user", "nickname": "Bench", "issueAccessToken": True},
+            ).json()
             token = created["result"]["token"]
             cases = {
                 "GET /health (no auth)": (base + "/health", {}),
-                "GET /me (Client Key + token)": (base + "/me", {
-                    "IM-CLIENT-KEY": keys["clientKey"], "IM-Authorization": token}),
+                "GET /me (Client Key + token)": (
+                    base + "/me",
+                    {"IM-CLIENT-KEY": keys["clientKey"], "IM-Authorization": token},
+                ),
             }
             for url, headers in cases.values():  # warm caches and the JIT-less interpreter
                 measure(url, headers, 1, args.connections)
@@ -156,8 +205,10 @@ def main() -> None:
 
     loader = "wrk" if shutil.which("wrk") else "asyncio loader"
     storage = "PostgreSQL" if args.database_url else "SQLite"
-    print(f"\nParley auth cost — {storage}, 1 server process, {loader}, "
-          f"{args.connections} connections, {args.rounds} rounds × {args.seconds:g} s (medians)\n")
+    print(
+        f"\nParley auth cost — {storage}, 1 server process, {loader}, "
+        f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s (medians)\n"
+    )
     print(f"{'endpoint':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
     medians = {}
     for name, runs in results.items():
