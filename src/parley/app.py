@@ -47,7 +47,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # empty POSTs as form data): the body decides, not the header (contract §1.1).
         strict_content_type=False,
     )
-    app.state.services = svc
+    # A plain attribute rather than app.state: read on every request (see bench/auth.py).
+    app.parley_services = svc  # type: ignore[attr-defined]
     install_error_handlers(app)
     for module in (health, me, clients):
         # Routes join the app's own table rather than nested routers: one level of

@@ -16,7 +16,7 @@ from parley.services.errors import InsufficientPermissions, InvalidRequest
 
 
 def services_of(request: Request) -> Services:
-    svc: Services = request.app.state.services
+    svc: Services = request.scope["app"].parley_services
     return svc
 
 
@@ -71,7 +71,7 @@ class AuthorizedRoute(APIRoute):
         path = self.path
 
         async def authorized(request: Request) -> Response:
-            request.state.principal = await authorize(request, path)
+            request.scope["parley.principal"] = await authorize(request, path)
             return await handler(request)
 
         return authorized
@@ -79,7 +79,7 @@ class AuthorizedRoute(APIRoute):
 
 def caller_of(request: Request) -> Principal:
     """The authenticated caller of a non-public route (set by AuthorizedRoute)."""
-    principal: Principal | None = request.state.principal
+    principal: Principal | None = request.scope["parley.principal"]
     assert principal is not None, "route is in the table as PUBLIC but asks for a caller"
     return principal
 

@@ -36,6 +36,7 @@ from parley.storage.db import Database
 from parley.storage.tables import ApiKeyRow, AppDomainRow, AppRow, ClientKeyRow, UserTokenRow
 
 MAX_TOKEN_LENGTH = 4096
+_NEVER = 2**62
 
 
 class Access(enum.Enum):
@@ -168,6 +169,7 @@ class Authenticator:
         # parse and an HMAC per request. Only verified keys enter, so garbage cannot fill it.
         self._verified_client_keys = TtlCache(cache_seconds, max_entries=10_000)
         self._tokens = TtlCache(cache_seconds)
+        self._principals = TtlCache(cache_seconds, max_entries=100_000)
         self._domains: dict[str, str] | None = None
         self._domains_loaded = 0.0
         self._domains_generation = 0
@@ -190,7 +192,7 @@ class Authenticator:
             return await self._admin(creds)
         if access is Access.ADMIN:
             if creds.client_key:
-                principal = await self._client(creds, need_token=False)
+                principal, _ = await self._client(creds, need_token=False)
                 self._usage.record(
                     "client",
                     principal.key_id,
@@ -200,7 +202,18 @@ class Authenticator:
                 )
                 raise InsufficientPermissions()
             raise MissingApiKey()
-        return await self._client(creds, need_token=access is Access.USER)
+        need_token = access is Access.USER
+        # The whole answer for these exact credentials, Host and Origin is cached: a
+        # returning caller costs one lookup. Any revocation clears this cache.
+        hit = self._principals.get((creds, need_token))
+        if hit is not None and now_ms() < hit[1]:
+            principal = hit[0]
+            self._usage.record("client", principal.key_id, principal.app_id, creds.origin, None)
+            return principal
+        generation = self._principals.generation
+        principal, valid_until = await self._client(creds, need_token=need_token)
+        self._principals.put((creds, need_token), (principal, valid_until), generation)
+        return principal
 
     async def _admin(self, creds: Credentials) -> Principal:
         assert creds.api_key is not None
@@ -214,10 +227,13 @@ class Authenticator:
         self._usage.record("api", key.id, key.app_id, creds.origin, None)
         return Principal(key.app_id, True, creds.acting_user or None, "api", key.id)
 
-    async def _client(self, creds: Credentials, *, need_token: bool) -> Principal:
+    async def _client(self, creds: Credentials, *, need_token: bool) -> tuple[Principal, int]:
+        """The principal and the time (ms) until which it holds: the token's expiry or
+        the end of the key's grace period, whichever comes first."""
         if not creds.client_key:
             raise MissingClientKey()
         key = await self.verify_client_key(creds.client_key)
+        valid_until = key.grace_until if key.revoked_at is not None and key.grace_until else _NEVER
         try:
             app = await self.app(key.app_id)
             if app is None:
@@ -225,12 +241,13 @@ class Authenticator:
             await self._check_domain(app, creds)
             user_id = None
             if need_token:
-                user_id = (await self.verify_token(app.id, creds.token)).user_id
+                token = await self.verify_token(app.id, creds.token)
+                user_id, valid_until = token.user_id, min(valid_until, token.expires_at)
         except ParleyError as exc:
             self._usage.record("client", key.id, key.app_id, creds.origin, exc.code)
             raise
         self._usage.record("client", key.id, key.app_id, creds.origin, None)
-        return Principal(key.app_id, False, user_id, "client", key.id)
+        return Principal(key.app_id, False, user_id, "client", key.id), valid_until
 
     async def _check_domain(self, app: AppInfo, creds: Credentials) -> None:
         if creds.host:
@@ -355,6 +372,7 @@ class Authenticator:
 
     def forget_app(self, app_id: str) -> None:
         """Everything about an app changed: keys revoked or rotated, domains, deletion."""
+        self._principals.clear()
         self._apps.drop(app_id)
         self._api_keys.drop_where(lambda _k, v: v.app_id == app_id)
         self._client_keys.drop_where(lambda _k, v: v.app_id == app_id)
@@ -365,6 +383,7 @@ class Authenticator:
 
     def forget_user(self, app_id: str, user_id: str) -> None:
         """A user's tokens changed (bound, reissued, revoked)."""
+        self._principals.clear()
         self._tokens.drop_where(lambda k, v: k[0] == app_id and v.user_id == user_id)
 
     def forget_everything(self) -> None:
@@ -374,6 +393,7 @@ class Authenticator:
             self._client_keys,
             self._verified_client_keys,
             self._tokens,
+            self._principals,
         ):
             cache.clear()
         self._domains = None

@@ -196,7 +196,12 @@ class UserService:
             return {"totalCount": total.scalar_one(), "data": [user_public(r) for r in rows]}
 
     async def get(self, app_id: str, user_id: str) -> dict[str, Any]:
-        user_id = _user_id(user_id)
+        """A user's profile by an id from the request (checked first)."""
+        return await self.profile(app_id, _user_id(user_id))
+
+    async def profile(self, app_id: str, user_id: str) -> dict[str, Any]:
+        """A user's profile by an id that is known to be well formed (an authenticated
+        caller's own id)."""
         profile: dict[str, Any] | None = self._profiles.get((app_id, user_id))
         if profile is None:
             generation = self._profiles.generation

@@ -14,7 +14,10 @@ router = APIRouter(route_class=AuthorizedRoute, tags=["me"], responses={200: {"m
 @router.get("/me", summary="The calling user's profile")
 async def get_me(request: Request) -> JSONResponse:
     caller, user_id = user_of(request)
-    return ok(await services_of(request).users.get(caller.app_id, user_id))
+    users = services_of(request).users
+    # A token names a real user; an API Key caller's IM-CLIENT-ID header is checked first.
+    lookup = users.get if caller.is_admin else users.profile
+    return ok(await lookup(caller.app_id, user_id))
 
 
 @router.post("/me", summary="Update the calling user's profile")
