@@ -261,3 +261,19 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert isinstance(body["RM"], str) and body["RM"]
     assert isinstance(body["message"], str) and body["message"]
     return body
+
+
+def ok(response: httpx.Response) -> Any:
+    """The success envelope ``{"RC": 0, "RM": "OK", "result": ...}``; returns ``result``."""
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["RC"] == 0 and body["RM"] == "OK", body
+    return body["result"]
+
+
+def start_of_a_fresh_window(margin: float = 10.0) -> None:
+    """Rate limits count per fixed UTC minute: a test that crosses into the next minute
+    starts counting from zero. Wait for the next minute when this one is nearly over."""
+    remaining = 60 - time.time() % 60
+    if remaining < margin:
+        time.sleep(remaining + 0.05)

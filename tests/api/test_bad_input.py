@@ -12,16 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Server, assert_error
+from tests.conftest import Server, assert_error, ok
 
 ADMIN_ROUTES = ["/admin/clients", "/admin/clients/list"]
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["RC"] == 0 and body["RM"] == "OK", body
-    return body["result"]
 
 
 def assert_handled(response: httpx.Response) -> None:

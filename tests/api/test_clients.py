@@ -16,19 +16,11 @@ import pytest
 from parley.services import crypto
 from parley.services.clock import iso, now_ms
 from parley.storage.tables import UserTokenRow
-from tests.conftest import AppKeys, Server, assert_error, issue_token
+from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 WEEK_S = 7 * 86_400
 TOKEN_KEYS = {"token", "expirationDate", "expirationDateMS", "issueAccessToken"}
-
-
-def ok(response: httpx.Response) -> Any:
-    """The success envelope; returns its ``result``."""
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["RC"] == 0 and body["RM"] == "OK", body
-    return body["result"]
 
 
 def assert_bad_request(response: httpx.Response) -> None:

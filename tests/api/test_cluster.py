@@ -29,6 +29,7 @@ from tests.conftest import (
     check_redis,
     free_port,
     need_service,
+    start_of_a_fresh_window,
 )
 
 pytestmark = pytest.mark.redis
@@ -223,13 +224,6 @@ def wall_time_until_refused(
         if response.status_code != 200 or now > deadline:
             return now, response
         time.sleep(POLL)
-
-
-def start_of_a_fresh_window(margin: float = 10.0) -> None:
-    """Rate limits count per fixed UTC minute; do not start counting at its very end."""
-    remaining = 60 - time.time() % 60
-    if remaining < margin:
-        time.sleep(remaining + 0.05)
 
 
 def test_user_token_revoked_on_one_node_is_refused_on_the_other_within_a_second(

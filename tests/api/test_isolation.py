@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from parley.services.clock import iso, now_ms
-from tests.conftest import AppKeys, Server, assert_error, issue_token
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["RC"] == 0 and body["RM"] == "OK", body
-    return body["result"]
+from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
 
 
 def me(server: Server, keys: AppKeys, token: str) -> httpx.Response:

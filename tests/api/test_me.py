@@ -7,14 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import AppKeys, Server, assert_error, issue_token
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["RC"] == 0 and body["RM"] == "OK", body
-    return body["result"]
+from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
 
 
 def test_get_me_is_the_callers_own_profile(

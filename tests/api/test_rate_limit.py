@@ -8,15 +8,7 @@ import time
 
 import httpx
 
-from tests.conftest import AppKeys, Server, assert_error, issue_token
-
-
-def start_of_a_fresh_window(margin: float = 10.0) -> None:
-    """The limit counts per fixed UTC minute: a test that crosses into the next minute
-    starts counting from zero. Wait for the next minute when this one is nearly over."""
-    remaining = 60 - time.time() % 60
-    if remaining < margin:
-        time.sleep(remaining + 0.05)
+from tests.conftest import AppKeys, Server, assert_error, issue_token, start_of_a_fresh_window
 
 
 def minute_of(t: float) -> int:
