@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     api_key_rate_limit: int = 1000  # requests per minute per API Key
     token_lifetime_days: int = 7  # server-issued user tokens
     max_body_bytes: int = 1_048_576
+    max_room_members: int = 10_000
+    max_page_size: int = 1000  # rooms per page of GET /rooms (limit 0 means this many)
+    max_invitees: int = 1000  # members added by one request
     trust_proxy: bool = False  # honour X-Forwarded-Host / X-Forwarded-For
     access_log: bool = False  # off by default: query strings can carry tokens
     log_level: str = "info"

@@ -29,6 +29,22 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     # The current user (contract §3.2)
     ("GET", "/me"): USER,
     ("POST", "/me"): USER,
+    # Rooms (contract §3.4)
+    ("POST", "/rooms"): ADMIN,
+    ("POST", "/rooms/createAndJoin"): USER,
+    ("GET", "/rooms"): USER,
+    ("GET", "/rooms/ids"): USER,
+    ("GET", "/rooms/{room_id}"): USER,
+    ("GET", "/rooms/{room_id}/exists"): USER,
+    ("PUT", "/rooms/{room_id}"): USER,
+    ("DELETE", "/rooms/{room_id}"): USER,
+    ("POST", "/rooms/{room_id}/join"): USER,
+    # Members and read state (contract §3.5)
+    ("POST", "/rooms/{room_id}/members"): USER,
+    ("POST", "/rooms/{room_id}/members/{invitee}"): USER,
+    ("POST", "/rooms/{room_id}/delete/members"): USER,
+    ("PUT", "/rooms/{room_id}/member/{client_id}"): USER,
+    ("PUT", "/rooms/{room_id}/lastRead"): USER,
 }
 
 

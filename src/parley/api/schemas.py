@@ -66,3 +66,61 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     retryAfter: int | None = None
+
+
+class RoomCreate(_Open):
+    """Server-owned fields (appID, timestamps, memberProperties, lastMessage, …) are
+    ignored: the service reads only the fields it knows."""
+
+    id: str | None = Field(default=None, alias="_id", min_length=1, max_length=255)
+    name: str | None = None
+    cover: str | None = None
+    roomType: str | None = None
+    description: str | None = None
+    roomTags: list[str] | None = None
+    members: list[str] | None = None
+    invitee: str | list[str] | None = None
+    owner: str | None = None
+    webhook: str | None = None
+    botMode: bool | None = None
+    extParams: str | None = None
+    systemMessage: bool | None = None
+    invitationRequired: bool | None = None
+
+
+class RoomUpdate(_Open):
+    name: str | None = None
+    cover: str | None = None
+    description: str | None = None
+    roomTags: list[str] | None = None
+    webhook: str | None = None
+    botMode: bool | None = None
+    extParams: str | None = None
+    opening: int | None = None
+    status: int | None = None
+    owner: str | None = None
+    managers: list[str] | None = None
+
+
+class RoomJoin(BaseModel):
+    systemMessage: bool = True
+
+
+class MembersAdd(BaseModel):
+    invitees: list[str] = Field(min_length=1)
+    systemMessage: bool = False
+    invitationRequired: bool = False
+
+
+class MembersRemove(BaseModel):
+    members: list[str] = Field(min_length=1)
+    systemMessage: bool = False
+
+
+class MemberPropertyUpdate(BaseModel):
+    property: str = Field(min_length=1, max_length=64)
+    value: Any
+
+
+class LastReadUpdate(BaseModel):
+    message: str = Field(min_length=1, max_length=64)

@@ -14,8 +14,10 @@ from parley.config import Settings
 from parley.services.apps import AppService
 from parley.services.auth import Authenticator
 from parley.services.changes import CHANNEL, Change, ChangeFeed
+from parley.services.events import EventBus
 from parley.services.keys import KeyService
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
+from parley.services.rooms import RoomLimits, RoomService
 from parley.services.usage import UsageRecorder
 from parley.services.users import UserService
 from parley.storage.db import Database
@@ -50,6 +52,17 @@ class Services:
             self.changes,
             settings.token_lifetime_days,
             profile_cache_seconds=settings.auth_cache_seconds,
+        )
+        self.events = EventBus(self.broker)
+        self.rooms = RoomService(
+            self.db,
+            self.users,
+            self.events,
+            RoomLimits(
+                max_members=settings.max_room_members,
+                max_page=settings.max_page_size,
+                max_invitees=settings.max_invitees,
+            ),
         )
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -83,6 +83,22 @@ def user_public(row: UserRow) -> dict[str, Any]:
     }
 
 
+EMBEDDED_FIELDS = (
+    "_id",
+    "id",
+    "nickname",
+    "avatarUrl",
+    "description",
+    "isRobot",
+    "lastLoginTimeMS",
+)
+
+
+def user_embedded(profile: dict[str, Any]) -> dict[str, Any]:
+    """The short Client form embedded as a message sender or room member."""
+    return {k: profile.get(k) for k in EMBEDDED_FIELDS}
+
+
 def token_record(row: UserTokenRow, user_id: str) -> dict[str, Any]:
     """What a revocation reports of a token: never the token itself, which is not stored."""
     return {
@@ -212,6 +228,32 @@ class UserService:
             profile = user_public(row)
             self._profiles.put((app_id, user_id), profile, generation)
         return dict(profile)
+
+    async def profiles(self, app_id: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Profiles of several users at once (one query for the ones not cached); ids
+        that name no user are left out."""
+        found: dict[str, dict[str, Any]] = {}
+        missing = []
+        for user_id in dict.fromkeys(user_ids):
+            cached = self._profiles.get((app_id, user_id))
+            if cached is None:
+                missing.append(user_id)
+            else:
+                found[user_id] = cached
+        if missing:
+            generation = self._profiles.generation
+            async with self._db.read() as s:
+                for start in range(0, len(missing), 500):
+                    chunk = missing[start : start + 500]
+                    rows = (
+                        await s.execute(
+                            select(UserRow).where(UserRow.app_id == app_id, UserRow.id.in_(chunk))
+                        )
+                    ).scalars()
+                    for row in rows:
+                        found[row.id] = user_public(row)
+                        self._profiles.put((app_id, row.id), found[row.id], generation)
+        return found
 
     def forget_profile(self, app_id: str, user_id: str) -> None:
         self._profiles.drop((app_id, user_id))

@@ -150,3 +150,103 @@ class KeyUsageRow(Base):
     rejections: Mapped[dict[str, Any]] = mapped_column(default=dict)
     origins: Mapped[list[str]] = mapped_column(default=list)
     last_used_at: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RoomRow(Base):
+    """A chat room. ``last_seq`` is the per-room message sequence counter; a message gets
+    ``last_seq + 1`` in the transaction that stores it."""
+
+    __tablename__ = "rooms"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text, default=None)
+    cover: Mapped[str | None] = mapped_column(Text, default=None)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    room_type: Mapped[str] = mapped_column(String(16), default="group")
+    owner: Mapped[str | None] = mapped_column(String(255), default=None)
+    status: Mapped[int] = mapped_column(Integer, default=1)  # 0: frozen
+    opening: Mapped[int] = mapped_column(Integer, default=1)  # 0: closed to self-join
+    invitation_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    room_tags: Mapped[list[str]] = mapped_column(default=list)
+    webhook: Mapped[str | None] = mapped_column(Text, default=None)
+    bot_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    bot_state: Mapped[str | None] = mapped_column(String(255), default=None)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    ext_params: Mapped[str | None] = mapped_column(Text, default=None)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_message_id: Mapped[str | None] = mapped_column(String(24), default=None)
+    last_message_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RoomMemberRow(Base):
+    """A member of a room, with its read state and properties. ``activity_at`` copies the
+    room's last activity so that a user's rooms can be listed, newest first, from an index
+    on the membership alone — the cost of ``GET /rooms`` must not grow with membership."""
+
+    __tablename__ = "room_members"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), default="member")  # "admin" | "member"
+    is_manager: Mapped[bool] = mapped_column(Boolean, default=False)
+    badge: Mapped[int] = mapped_column(Integer, default=0)
+    mentioned: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_read: Mapped[str | None] = mapped_column(String(24), default=None)
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    joined_at: Mapped[int] = mapped_column(BigInteger)
+    activity_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+        Index("ix_room_members_user_activity", "app_id", "user_id", "activity_at"),
+    )
+
+
+class RoomTagRow(Base):
+    """A room's tags as rows (the room also keeps them in order in ``room_tags``), so that
+    filtering rooms by tag is an index lookup on any database."""
+
+    __tablename__ = "room_tags"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+        Index("ix_room_tags_tag", "app_id", "tag"),
+    )
+
+
+class MessageRow(Base):
+    """A message of a room. ``seq`` is gap-free per room; ``body`` holds every wire field
+    beyond the indexed ones, verbatim."""
+
+    __tablename__ = "messages"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[str] = mapped_column(String(24))
+    sender: Mapped[str | None] = mapped_column(String(255), default=None)
+    message_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+        UniqueConstraint("app_id", "id", name="uq_messages_app_id"),
+    )

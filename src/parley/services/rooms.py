@@ -1,0 +1,837 @@
+"""Rooms and their members: create, join, list, show, update, freeze, delete; add, kick,
+leave; roles and member properties; read state.
+
+Rights (contract §3.9 "Room rights", the safer rule where the sources are unsure):
+
+| operation                          | who may                                             |
+|------------------------------------|-----------------------------------------------------|
+| read a room, list its members      | members; the API Key                                |
+| add members                        | members; the API Key                                |
+| remove another member              | the room's superusers (owner, managers, role admin) |
+| leave                              | oneself                                             |
+| update room fields, freeze         | superusers                                          |
+| change ``owner``                   | the owner; the API Key                              |
+| change ``managers``, grant a role  | the owner and role admins; the API Key              |
+| set a member's custom property     | that member on itself; superusers on anyone         |
+| delete the room                    | the owner; the API Key                              |
+
+A room of another app is indistinguishable from a room that does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.services.auth import Principal
+from parley.services.clock import iso, now_ms, parse_time
+from parley.services.errors import (
+    Conflict,
+    InsufficientPermissions,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+)
+from parley.services.events import LAST_READ, ROOM, ROOM_DELETED, Event, EventBus
+from parley.services.ids import direct_room_id, object_id
+from parley.services.messages import append_message, message_public
+from parley.services.users import UserService, user_embedded
+from parley.storage.db import Database
+from parley.storage.tables import MessageRow, RoomMemberRow, RoomRow, RoomTagRow, UserRow
+
+ROOM_TYPES = ("direct", "group", "custom")
+ROLES = ("admin", "member")
+# Room fields a caller may set, wire name → column.
+EDITABLE = {
+    "name": "name",
+    "cover": "cover",
+    "description": "description",
+    "webhook": "webhook",
+    "extParams": "ext_params",
+    "botState": "bot_state",
+}
+SORT_KEYS = {"lastMessage": "activity", "createdTime": "created"}
+
+
+@dataclass(frozen=True)
+class RoomLimits:
+    max_members: int = 10_000  # per room
+    max_page: int = 1000  # rooms per GET /rooms page; limit 0 means this many
+    max_invitees: int = 1000  # per request
+
+
+def not_found(room_id: str) -> NotFound:
+    return NotFound(f"Room {room_id!r} not found", code="ROOM_NOT_FOUND")
+
+
+class RoomService:
+    def __init__(
+        self, db: Database, users: UserService, events: EventBus, limits: RoomLimits
+    ) -> None:
+        self._db = db
+        self._users = users
+        self._events = events
+        self.limits = limits
+
+    # -- create and join ------------------------------------------------------------------
+
+    async def create(
+        self, caller: Principal, body: dict[str, Any], *, join: bool
+    ) -> dict[str, Any]:
+        """``POST /rooms`` (join=False: the listed ``members``) and ``POST
+        /rooms/createAndJoin`` (join=True: the caller plus ``invitee``)."""
+        room_type = body.get("roomType") or "group"
+        if room_type not in ROOM_TYPES:
+            raise InvalidRequest(f"roomType must be one of {', '.join(ROOM_TYPES)}")
+        wanted = _id_list(body.get("invitee") if join else body.get("members"), "members")
+        joiner = caller.user_id if join else None
+        if joiner is not None:
+            wanted = [joiner, *[m for m in wanted if m != joiner]]
+        if len(wanted) > self.limits.max_invitees:
+            raise TooLarge(
+                f"At most {self.limits.max_invitees} members per request", code="TOO_MANY_MEMBERS"
+            )
+        room_id = body.get("_id")
+        if room_type == "direct":
+            if len(wanted) != 2:
+                raise InvalidRequest("A direct room has exactly two members")
+            room_id = room_id or direct_room_id(*wanted)
+        room_id = _room_id(room_id) if room_id is not None else object_id()
+        system_message = _flag(body, "systemMessage", default=False)
+        now = now_ms()
+        async with self._db.write() as s:
+            if await s.get(RoomRow, (caller.app_id, room_id)) is not None:
+                raise Conflict(f"Room {room_id!r} already exists", code="ROOM_EXISTS")
+            await self._require_users(s, caller.app_id, wanted)
+            owner = body.get("owner") if caller.is_admin else joiner
+            if owner is not None and owner not in wanted:
+                raise InvalidRequest("The owner must be one of the members")
+            room = RoomRow(
+                app_id=caller.app_id,
+                id=room_id,
+                room_type=room_type,
+                owner=owner,
+                status=1,
+                opening=1,
+                room_tags=_tags(body.get("roomTags")),
+                invitation_required=False,
+                bot_mode=_flag(body, "botMode", default=False),
+                encrypted=False,
+                last_seq=0,
+                created_at=now,
+                updated_at=now,
+            )
+            _apply_fields(room, body)
+            s.add(room)
+            await s.flush()
+            _set_tags(s, room, room.room_tags)
+            for user_id in wanted:
+                s.add(_membership(room, user_id, now))
+            await s.flush()
+            if system_message and wanted:
+                await self._system(
+                    s, room, joiner, "addMembers" if len(wanted) > 1 else "joinRoom", wanted
+                )
+            view = await self._view(s, room, caller)
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, view, rooms=[room_id], users=wanted)]
+        )
+        return view
+
+    async def join(self, caller: Principal, room_id: str, system_message: bool) -> dict[str, Any]:
+        user_id = _acting(caller)
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            member = await self._member(s, room, user_id)
+            if member is None:
+                if not caller.is_admin and (room.opening == 0 or room.room_type == "direct"):
+                    raise InsufficientPermissions("This room does not take new members")
+                await self._check_capacity(s, room, 1)
+                s.add(_membership(room, user_id, now_ms()))
+                await s.flush()
+                if system_message:
+                    await self._system(s, room, user_id, "joinRoom", [user_id])
+            view = await self._view(s, room, caller)
+        if member is None:
+            await self._events.publish(
+                [Event(caller.app_id, ROOM, view, rooms=[room_id], users=[user_id])]
+            )
+        return view
+
+    # -- read -------------------------------------------------------------------------
+
+    async def get(self, caller: Principal, room_id: str) -> dict[str, Any]:
+        async with self._db.read() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            await self._require_member(s, room, caller)
+            return await self._view(s, room, caller)
+
+    async def exists(self, caller: Principal, room_id: str) -> bool:
+        async with self._db.read() as s:
+            return await s.get(RoomRow, (caller.app_id, _room_id(room_id))) is not None
+
+    async def list_rooms(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        """``GET /rooms``: the caller's rooms, newest activity first by default."""
+        skip, limit = self._page(params)
+        order = _sort(params.get("sort") or "-lastMessage")
+        after = _time_param(params.get("updatedAfter"), "updatedAfter")
+        unread_first = str(params.get("sortUnreadFirst") or "0") not in ("0", "false", "")
+        query_filter = params.get("q") or {}
+        async with self._db.read() as s:
+            activity: Any
+            badge: Any = None
+            base: Any
+            if caller.user_id is None:  # the API Key without IM-CLIENT-ID: the app's rooms
+                room_col: Any = RoomRow.id
+                activity = func.coalesce(RoomRow.last_message_at, RoomRow.created_at)
+                base = select(RoomRow.id).where(RoomRow.app_id == caller.app_id)
+            else:  # the caller's memberships, newest activity first, from one index
+                room_col = RoomMemberRow.room_id
+                activity = RoomMemberRow.activity_at
+                badge = RoomMemberRow.badge
+                base = select(RoomMemberRow.room_id).where(
+                    RoomMemberRow.app_id == caller.app_id,
+                    RoomMemberRow.user_id == caller.user_id,
+                )
+                if any(key == "created" for key, _ in order):
+                    base = base.join(
+                        RoomRow,
+                        (RoomRow.app_id == RoomMemberRow.app_id)
+                        & (RoomRow.id == RoomMemberRow.room_id),
+                    )
+            if after is not None:
+                base = base.where(activity > after)
+            base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
+            total = (await s.execute(select(func.count()).select_from(base.subquery()))).scalar()
+            ordering: list[Any] = []
+            if unread_first and badge is not None:
+                ordering.append((badge > 0).desc())
+            for key, descending in order:
+                column = activity if key == "activity" else RoomRow.created_at
+                ordering.append(column.desc() if descending else column.asc())
+            ordering.append(room_col.asc())
+            page = base.order_by(*ordering).offset(skip)
+            if limit:
+                page = page.limit(limit)
+            room_ids = list((await s.execute(page)).scalars())
+            rooms = await self._rooms_by_id(s, caller.app_id, room_ids)
+            data = await self._views(s, [rooms[r] for r in room_ids if r in rooms], caller)
+        return {"totalCount": total, "data": data}
+
+    async def ids(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
+        skip, limit = self._page(params)
+        user_id = _acting(caller)
+        where = (RoomMemberRow.app_id == caller.app_id, RoomMemberRow.user_id == user_id)
+        async with self._db.read() as s:
+            total = (
+                await s.execute(select(func.count()).select_from(RoomMemberRow).where(*where))
+            ).scalar()
+            query = (
+                select(RoomMemberRow.room_id)
+                .where(*where)
+                .order_by(RoomMemberRow.activity_at.desc(), RoomMemberRow.room_id)
+                .offset(skip)
+            )
+            if limit:
+                query = query.limit(limit)
+            return {"totalCount": total, "data": list((await s.execute(query)).scalars())}
+
+    # -- change -----------------------------------------------------------------------
+
+    async def update(self, caller: Principal, room_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PUT /rooms/{id}``: partial. ``status: 0`` freezes the room (no new messages)."""
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            member = await self._require_member(s, room, caller)
+            if not self._is_superuser(room, member, caller):
+                raise InsufficientPermissions(
+                    "Only the room's owner, managers and admins may change it"
+                )
+            _apply_fields(room, body)
+            if "roomTags" in body:
+                room.room_tags = _tags(body["roomTags"])
+                await s.execute(
+                    delete(RoomTagRow).where(
+                        RoomTagRow.app_id == room.app_id, RoomTagRow.room_id == room.id
+                    )
+                )
+                _set_tags(s, room, room.room_tags)
+            if "botMode" in body:
+                room.bot_mode = _flag(body, "botMode", default=False)
+            for field in ("status", "opening"):
+                if field in body:
+                    value = body[field]
+                    if value not in (0, 1) or isinstance(value, bool):
+                        raise InvalidRequest(f"{field} must be 0 or 1")
+                    setattr(room, field, value)
+            if "owner" in body:
+                if not (caller.is_admin or room.owner == caller.user_id):
+                    raise InsufficientPermissions("Only the owner may hand the room over")
+                owner = body["owner"]
+                if not isinstance(owner, str) or await self._member(s, room, owner) is None:
+                    raise InvalidRequest("The new owner must be a member of the room")
+                room.owner = owner
+            if "managers" in body:
+                if not self._may_grant(room, member, caller):
+                    raise InsufficientPermissions("Only the owner and admins may name managers")
+                managers = set(_id_list(body["managers"], "managers"))
+                rows = await self._members(s, room)
+                unknown = managers - {m.user_id for m in rows}
+                if unknown:
+                    raise InvalidRequest(f"Managers must be members: {', '.join(sorted(unknown))}")
+                for row in rows:
+                    row.is_manager = row.user_id in managers
+            room.updated_at = now_ms()
+            view = await self._view(s, room, caller)
+        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id])])
+        return view
+
+    async def delete(self, caller: Principal, room_id: str) -> dict[str, Any]:
+        """``DELETE /rooms/{id}``: the room, its members and all its messages."""
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            await self._require_member(s, room, caller)
+            if not (caller.is_admin or room.owner == caller.user_id):
+                raise InsufficientPermissions("Only the owner may delete the room")
+            members = [m.user_id for m in await self._members(s, room)]
+            await s.execute(
+                delete(MessageRow).where(
+                    MessageRow.app_id == room.app_id, MessageRow.room_id == room.id
+                )
+            )
+            for table in (RoomMemberRow, RoomTagRow):
+                await s.execute(
+                    delete(table).where(table.app_id == room.app_id, table.room_id == room.id)
+                )
+            await s.delete(room)
+        await self._events.publish(
+            [
+                Event(
+                    caller.app_id,
+                    ROOM_DELETED,
+                    {"_id": room.id, "id": room.id},
+                    rooms=[room.id],
+                    users=members,
+                )
+            ]
+        )
+        return {"n": 1, "ok": 1}
+
+    # -- members --------------------------------------------------------------------------
+
+    async def add_members(
+        self, caller: Principal, room_id: str, invitees: Any, system_message: bool
+    ) -> dict[str, Any]:
+        wanted = _id_list(invitees, "invitees")
+        if not wanted:
+            raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
+        if len(wanted) > self.limits.max_invitees:
+            raise TooLarge(
+                f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
+            )
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            await self._require_member(s, room, caller)
+            if room.room_type == "direct":
+                raise InvalidRequest("A direct room keeps its two members")
+            await self._require_users(s, caller.app_id, wanted)
+            present = {m.user_id for m in await self._members(s, room)}
+            new = [u for u in wanted if u not in present]
+            await self._check_capacity(s, room, len(new))
+            now = now_ms()
+            for user_id in new:
+                s.add(_membership(room, user_id, now))
+            await s.flush()
+            if system_message and new:
+                kind = "addMember" if len(new) == 1 else "addMembers"
+                await self._system(s, room, caller.user_id, kind, new)
+            view = await self._view(s, room, caller)
+        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id], users=new)])
+        return view
+
+    async def remove_members(
+        self, caller: Principal, room_id: str, members: Any, system_message: bool
+    ) -> dict[str, Any]:
+        """Remove members; removing oneself is leaving."""
+        leaving = _id_list(members, "members")
+        if not leaving:
+            raise InvalidRequest("members is required", code="MISSING_PARAMETER")
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            member = await self._require_member(s, room, caller)
+            others = [u for u in leaving if u != caller.user_id]
+            if others and not self._is_superuser(room, member, caller):
+                raise InsufficientPermissions(
+                    "Only the room's owner, managers and admins may remove other members"
+                )
+            if room.owner in others and not caller.is_admin:
+                raise InsufficientPermissions("The owner cannot be removed by others")
+            present = {m.user_id: m for m in await self._members(s, room)}
+            gone = [u for u in dict.fromkeys(leaving) if u in present]
+            for user_id in gone:
+                await s.delete(present[user_id])
+            if room.owner in gone:
+                room.owner = None
+            await s.flush()
+            if system_message and gone:
+                if gone == [caller.user_id]:
+                    await self._system(s, room, caller.user_id, "leaveRoom", gone)
+                else:
+                    kind = "deleteMember" if len(gone) == 1 else "deleteMembers"
+                    await self._system(s, room, caller.user_id, kind, gone)
+            view = await self._view(s, room, caller)
+        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id], users=gone)])
+        return view
+
+    async def set_member_property(
+        self, caller: Principal, room_id: str, client: str, prop: Any, value: Any
+    ) -> dict[str, Any]:
+        """``PUT /rooms/{id}/member/{client}``: ``role`` (admin|member) or a custom property."""
+        if not isinstance(prop, str) or not prop or len(prop) > 64:
+            raise InvalidRequest(
+                "property must be a name of 1 to 64 characters", code="MISSING_PARAMETER"
+            )
+        if prop in ("client", "badge", "lastRead", "isManager"):
+            raise InvalidRequest(f"{prop} is kept by the server")
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            member = await self._require_member(s, room, caller)
+            target = await self._member(s, room, client)
+            if target is None:
+                raise NotFound(f"{client!r} is not a member of this room", code="CLIENT_NOT_FOUND")
+            assign_admin = False
+            if prop == "role":
+                if value not in ROLES:
+                    raise InvalidRequest("role must be admin or member")
+                if not self._may_grant(room, member, caller):
+                    raise InsufficientPermissions("Only the owner and admins may grant roles")
+                assign_admin = value == "admin" and target.role != "admin"
+                target.role = value
+            else:
+                if client != caller.user_id and not self._is_superuser(room, member, caller):
+                    raise InsufficientPermissions("Members may set only their own properties")
+                target.properties = {**target.properties, prop: value}
+            if assign_admin:
+                await self._system(s, room, caller.user_id, "assignAdmin", [client])
+            view = await self._view(s, room, caller)
+        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id])])
+        return view
+
+    async def mark_read(self, caller: Principal, room_id: str, message_id: Any) -> dict[str, Any]:
+        """``PUT /rooms/{id}/lastRead``: everything up to ``message`` is read."""
+        if not isinstance(message_id, str) or not message_id:
+            raise InvalidRequest("message is required", code="MISSING_PARAMETER")
+        user_id = _acting(caller)
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            member = await self._member(s, room, user_id)
+            if member is None:
+                raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
+            seq = (
+                await s.execute(
+                    select(MessageRow.seq).where(
+                        MessageRow.app_id == room.app_id,
+                        MessageRow.room_id == room.id,
+                        MessageRow.id == message_id,
+                    )
+                )
+            ).scalar_one_or_none()
+            if seq is None:
+                raise NotFound("No such message in this room", code="MESSAGE_NOT_FOUND")
+            unread = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(MessageRow)
+                    .where(
+                        MessageRow.app_id == room.app_id,
+                        MessageRow.room_id == room.id,
+                        MessageRow.seq > seq,
+                        MessageRow.sender.is_distinct_from(user_id),
+                    )
+                )
+            ).scalar()
+            member.last_read = message_id
+            member.badge = int(unread or 0)
+            member.mentioned = False if member.badge == 0 else member.mentioned
+            result = {"client": user_id, "lastRead": message_id, "badge": member.badge}
+        await self._events.publish(
+            [
+                Event(
+                    caller.app_id,
+                    LAST_READ,
+                    {"roomID": room.id, "memberID": user_id, "messageID": message_id},
+                    rooms=[room.id],
+                )
+            ]
+        )
+        return result
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _page(self, params: dict[str, Any]) -> tuple[int, int]:
+        skip = _int_param(params.get("skip"), "skip", 0)
+        limit = _int_param(params.get("limit"), "limit", 0)
+        if limit > self.limits.max_page:
+            raise TooLarge(f"limit may be at most {self.limits.max_page}", code="RESULT_TOO_LARGE")
+        return skip, limit or self.limits.max_page
+
+    async def _room(self, s: AsyncSession, app_id: str, room_id: str) -> RoomRow:
+        room = await s.get(RoomRow, (app_id, _room_id(room_id)))
+        if room is None:
+            raise not_found(room_id)
+        return room
+
+    async def _member(
+        self, s: AsyncSession, room: RoomRow, user_id: str | None
+    ) -> RoomMemberRow | None:
+        if user_id is None:
+            return None
+        return await s.get(RoomMemberRow, (room.app_id, room.id, user_id))
+
+    async def _members(self, s: AsyncSession, room: RoomRow) -> list[RoomMemberRow]:
+        return list(
+            (
+                await s.execute(
+                    select(RoomMemberRow)
+                    .where(RoomMemberRow.app_id == room.app_id, RoomMemberRow.room_id == room.id)
+                    .order_by(RoomMemberRow.joined_at, RoomMemberRow.user_id)
+                )
+            ).scalars()
+        )
+
+    async def _require_member(
+        self, s: AsyncSession, room: RoomRow, caller: Principal
+    ) -> RoomMemberRow | None:
+        member = await self._member(s, room, caller.user_id)
+        if member is None and not caller.is_admin:
+            raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
+        return member
+
+    @staticmethod
+    def _is_superuser(room: RoomRow, member: RoomMemberRow | None, caller: Principal) -> bool:
+        if caller.is_admin:
+            return True
+        if member is None:
+            return False
+        return room.owner == member.user_id or member.is_manager or member.role == "admin"
+
+    @staticmethod
+    def _may_grant(room: RoomRow, member: RoomMemberRow | None, caller: Principal) -> bool:
+        if caller.is_admin:
+            return True
+        return member is not None and (room.owner == member.user_id or member.role == "admin")
+
+    async def _require_users(self, s: AsyncSession, app_id: str, user_ids: list[str]) -> None:
+        if not user_ids:
+            return
+        found = set(
+            (
+                await s.execute(
+                    select(UserRow.id).where(UserRow.app_id == app_id, UserRow.id.in_(user_ids))
+                )
+            ).scalars()
+        )
+        unknown = [u for u in user_ids if u not in found]
+        if unknown:
+            raise NotFound(f"Unknown clients: {', '.join(unknown[:10])}", code="CLIENT_NOT_FOUND")
+
+    async def _check_capacity(self, s: AsyncSession, room: RoomRow, adding: int) -> None:
+        count = (
+            await s.execute(
+                select(func.count())
+                .select_from(RoomMemberRow)
+                .where(RoomMemberRow.app_id == room.app_id, RoomMemberRow.room_id == room.id)
+            )
+        ).scalar()
+        if int(count or 0) + adding > self.limits.max_members:
+            raise TooLarge(
+                f"A room holds at most {self.limits.max_members} members", code="TOO_MANY_MEMBERS"
+            )
+
+    async def _system(
+        self, s: AsyncSession, room: RoomRow, actor: str | None, kind: str, subjects: list[str]
+    ) -> None:
+        """A system message about ``subjects`` (contract §4.3)."""
+        profiles = await self._users.profiles(room.app_id, subjects)
+        embedded = [user_embedded(profiles[u]) for u in subjects if u in profiles]
+        names = ", ".join(p.get("nickname") or p["_id"] for p in embedded)
+        fields: dict[str, Any] = {"message": names}
+        if kind in ("addMember", "deleteMember", "assignAdmin") and embedded:
+            fields["member"] = embedded[0]
+        if kind in ("addMembers", "cancelInvitations"):
+            fields["extra"] = {"invitees": embedded}
+        if kind in ("deleteMember", "deleteMembers"):
+            fields["extra"] = {"members": embedded}
+        await append_message(s, room, actor, kind, fields)
+
+    async def _rooms_by_id(
+        self, s: AsyncSession, app_id: str, room_ids: list[str]
+    ) -> dict[str, RoomRow]:
+        if not room_ids:
+            return {}
+        rows = (
+            await s.execute(
+                select(RoomRow).where(RoomRow.app_id == app_id, RoomRow.id.in_(room_ids))
+            )
+        ).scalars()
+        return {r.id: r for r in rows}
+
+    async def _view(self, s: AsyncSession, room: RoomRow, caller: Principal) -> dict[str, Any]:
+        return (await self._views(s, [room], caller))[0]
+
+    async def _views(
+        self, s: AsyncSession, rooms: list[RoomRow], caller: Principal
+    ) -> list[dict[str, Any]]:
+        """Rooms in the contract's shape, for ``caller``: members as Client objects, member
+        properties, the last message, and the caller's own unread count and rights."""
+        if not rooms:
+            return []
+        app_id = rooms[0].app_id
+        ids = [r.id for r in rooms]
+        member_rows = list(
+            (
+                await s.execute(
+                    select(RoomMemberRow)
+                    .where(RoomMemberRow.app_id == app_id, RoomMemberRow.room_id.in_(ids))
+                    .order_by(RoomMemberRow.joined_at, RoomMemberRow.user_id)
+                )
+            ).scalars()
+        )
+        by_room: dict[str, list[RoomMemberRow]] = {r: [] for r in ids}
+        for m in member_rows:
+            by_room[m.room_id].append(m)
+        last_ids = [r.last_message_id for r in rooms if r.last_message_id]
+        last_rows = (
+            {
+                m.id: m
+                for m in (
+                    await s.execute(
+                        select(MessageRow).where(
+                            MessageRow.app_id == app_id, MessageRow.id.in_(last_ids)
+                        )
+                    )
+                ).scalars()
+            }
+            if last_ids
+            else {}
+        )
+        people = {m.user_id for m in member_rows} | {
+            m.sender for m in last_rows.values() if m.sender
+        }
+        profiles = await self._users.profiles(app_id, sorted(people))
+        views = []
+        for room in rooms:
+            members = by_room[room.id]
+            mine = next((m for m in members if m.user_id == caller.user_id), None)
+            last = last_rows.get(room.last_message_id or "")
+            view = room_public(room, members, profiles)
+            if last is not None:
+                sender = profiles.get(last.sender or "")
+                view["lastMessage"] = message_public(
+                    last, user_embedded(sender) if sender else None
+                )
+            view["unread"] = mine.badge if mine else 0
+            view["isMentioned"] = bool(mine and mine.mentioned)
+            view["isSuperuser"] = self._is_superuser(room, mine, caller)
+            views.append(view)
+        return views
+
+
+def room_public(
+    room: RoomRow, members: list[RoomMemberRow], profiles: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The contract's Room object, without the caller-specific fields."""
+    return {
+        "_id": room.id,
+        "id": room.id,
+        "appID": room.app_id,
+        "name": room.name,
+        "cover": room.cover,
+        "description": room.description,
+        "roomType": room.room_type,
+        "owner": room.owner,
+        "managers": [m.user_id for m in members if m.is_manager],
+        "members": [
+            user_embedded(profiles[m.user_id])
+            if m.user_id in profiles
+            else {"_id": m.user_id, "id": m.user_id}
+            for m in members
+        ],
+        "memberProperties": [member_property(m) for m in members],
+        "roomTags": list(room.room_tags),
+        "status": room.status,
+        "opening": room.opening,
+        "encrypted": room.encrypted,
+        "botMode": room.bot_mode,
+        "botState": room.bot_state,
+        "serviceStatus": 0,
+        "webhook": room.webhook,
+        "extParams": room.ext_params,
+        "muted": False,
+        "pref": {},
+        "createdTime": iso(room.created_at),
+        "createdTimeMS": room.created_at,
+        "updatedAt": iso(room.updated_at),
+        "updatedAtMS": room.updated_at,
+    }
+
+
+def member_property(m: RoomMemberRow) -> dict[str, Any]:
+    prop: dict[str, Any] = {**m.properties, "client": m.user_id, "badge": m.badge, "role": m.role}
+    if m.last_read:
+        prop["lastRead"] = m.last_read
+    return prop
+
+
+def _set_tags(s: AsyncSession, room: RoomRow, tags: list[str]) -> None:
+    """The tags again as rows, so that ``q={"roomTags": ...}`` is an indexed lookup."""
+    s.add_all(RoomTagRow(app_id=room.app_id, room_id=room.id, tag=t) for t in tags)
+
+
+def _membership(room: RoomRow, user_id: str, now: int) -> RoomMemberRow:
+    return RoomMemberRow(
+        app_id=room.app_id,
+        room_id=room.id,
+        user_id=user_id,
+        role="member",
+        is_manager=False,
+        badge=0,
+        mentioned=False,
+        properties={},
+        joined_at=now,
+        activity_at=room.last_message_at or room.created_at,
+    )
+
+
+def _apply_fields(room: RoomRow, body: dict[str, Any]) -> None:
+    for wire, column in EDITABLE.items():
+        if wire in body:
+            value = body[wire]
+            if value is not None and not isinstance(value, str):
+                raise InvalidRequest(f"{wire} must be a string")
+            if value is not None and len(value) > 65_536:
+                raise TooLarge(f"{wire} is too long")
+            setattr(room, column, value)
+
+
+def _acting(caller: Principal) -> str:
+    if caller.user_id is None:
+        raise InvalidRequest(
+            "With the API Key, name the user in the IM-CLIENT-ID header", code="MISSING_PARAMETER"
+        )
+    return caller.user_id
+
+
+def _room_id(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
+        raise InvalidRequest("A room id is 1 to 255 printable characters")
+    return value
+
+
+def _id_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and v and len(v) <= 255 and v.isprintable() for v in value
+    ):
+        raise InvalidRequest(f"{name} must be a list of client ids")
+    return list(dict.fromkeys(value))
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, list)
+        or len(value) > 100
+        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in value)
+    ):
+        raise InvalidRequest(
+            "roomTags must be a list of at most 100 short strings", code="INVALID_ROOM_TAGS"
+        )
+    return list(dict.fromkeys(value))
+
+
+def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be a boolean")
+    return value
+
+
+def _int_param(value: Any, name: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be a whole number") from None
+    if number < 0 or number > 10_000_000:
+        raise InvalidRequest(f"{name} is out of range")
+    return number
+
+
+def _time_param(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_time(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidRequest(f"{name} must be an ISO-8601 time or epoch milliseconds") from None
+
+
+def _sort(text: Any) -> list[tuple[str, bool]]:
+    if not isinstance(text, str) or len(text) > 100:
+        raise InvalidRequest("sort must be field names like '-lastMessage -createdTime'")
+    order = []
+    for token in text.split():
+        descending = token.startswith("-")
+        key = SORT_KEYS.get(token.lstrip("-+"))
+        if key is None:
+            raise InvalidRequest(f"Cannot sort by {token!r}; use lastMessage or createdTime")
+        order.append((key, descending))
+    return order or [("activity", True)]
+
+
+def _room_filter(app_id: str, room_col: Any, q: Any) -> list[Any]:
+    """The ``q`` filter of ``GET /rooms``: ``members`` and ``roomTags`` (a value, or
+    ``{"$in": [...]}`` / ``{"$all": [...]}``)."""
+    if not isinstance(q, dict):
+        raise InvalidRequest("q must be a JSON object", code="INVALID_QUERY")
+    conditions = []
+    for key, value in q.items():
+        if key not in ("members", "roomTags"):
+            raise InvalidRequest(f"Cannot filter rooms on {key!r}", code="INVALID_QUERY")
+        if isinstance(value, str):
+            wanted, mode = [value], "$all"
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("$in", "$all"):
+            mode, wanted = next(iter(value.items()))
+        else:
+            raise InvalidRequest(
+                f"{key} takes a value or {{$in|$all: [...]}}", code="INVALID_QUERY"
+            )
+        if (
+            not isinstance(wanted, list)
+            or not wanted
+            or len(wanted) > 100
+            or not all(isinstance(w, str) for w in wanted)
+        ):
+            raise InvalidRequest(f"{key} values must be 1 to 100 strings", code="INVALID_QUERY")
+        table, column = (
+            (RoomMemberRow, RoomMemberRow.user_id)
+            if key == "members"
+            else (RoomTagRow, RoomTagRow.tag)
+        )
+        parts = [
+            room_col.in_(select(table.room_id).where(table.app_id == app_id, column == w))
+            for w in wanted
+        ]
+        conditions.append(and_(*parts) if mode == "$all" else or_(*parts))
+    return conditions
