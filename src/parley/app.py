@@ -118,8 +118,10 @@ class ImkitCompat:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if len(path) > 1 and path.endswith("/"):
-                scope = dict(scope, path=path.rstrip("/") or "/")
+            raw: bytes = scope.get("raw_path") or path.encode()
+            # One literal slash ("/x//" stays distinct; "%2F" is part of an id, not a slash).
+            if len(path) > 1 and raw.split(b"?")[0].endswith(b"/"):
+                scope = dict(scope, path=path[:-1])
             headers = scope["headers"]
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
             if not content_type.startswith((b"multipart/", b"application/json")):

@@ -337,10 +337,18 @@ _key_command(
 _key_command(
     client_key,
     "revoke",
-    "Revoke the Client Key at once (or after --grace).",
+    "Revoke the Client Key at once (or after --grace), and end any rotation grace.",
     "grace",
     lambda svc, app_id, s: svc.keys.revoke_client_key(app_id, s),
-    "revokedKeyId",
+    "revokedKeyIds",
+)
+_key_command(
+    client_key,
+    "end-grace",
+    "End at once the grace of keys rotated out; the live key keeps working.",
+    None,
+    lambda svc, app_id, _s: svc.keys.revoke_client_key(app_id, rotated_only=True),
+    "revokedKeyIds",
 )
 _key_command(
     client_key,

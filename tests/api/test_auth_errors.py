@@ -179,3 +179,20 @@ def test_auth_is_checked_before_the_body(server: Server) -> None:
     with server.client() as c:
         response = c.post("/admin/clients", content=b"{not json")
     assert_error(response, 401, "MISSING_API_KEY")
+
+
+def test_revoke_ends_a_rotation_grace_at_once(
+    server: Server, app_keys: AppKeys, user_token: str
+) -> None:
+    """A key rotated out with a grace period leaked: revoking must stop it now."""
+    new_key = server.call(lambda s: s.keys.rotate_client_key(app_keys.id, 3600))
+    old = {"IM-CLIENT-KEY": app_keys.client_key, "IM-Authorization": user_token}
+    new = {"IM-CLIENT-KEY": new_key, "IM-Authorization": user_token}
+    with server.client(**old) as old_client, server.client(**new) as new_client:
+        assert old_client.get("/me").status_code == 200  # in its grace
+        server.call(lambda s: s.keys.revoke_client_key(app_keys.id, rotated_only=True))
+        assert_error(old_client.get("/me"), 403, "INVALID_CLIENT_KEY")
+        assert new_client.get("/me").status_code == 200  # the live key is untouched
+        server.call(lambda s: s.keys.rotate_client_key(app_keys.id, 3600))
+        server.call(lambda s: s.keys.revoke_client_key(app_keys.id))
+        assert_error(new_client.get("/me"), 403, "INVALID_CLIENT_KEY")  # grace ended too

@@ -447,7 +447,7 @@ def test_client_key_revoke_then_generate(
     revoked = parley_json(env, "client-key", "revoke", app.id)
     assert revoked == {
         "app": app.id,
-        "revokedKeyId": crypto.read_jwt_payload(app.client_key)["kid"],
+        "revokedKeyIds": [crypto.read_jwt_payload(app.client_key)["kid"]],
     }
     eventually(lambda: me_status(server, app, app.client_key, token), 403)
     assert_cli_error(parley(env, "client-key", "show", app.id), "CLIENT_KEY_NOT_FOUND")

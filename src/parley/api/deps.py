@@ -24,7 +24,12 @@ def _first(headers: dict[bytes, bytes], *names: bytes) -> str | None:
     for name in names:
         value = headers.get(name)
         if value:
-            return value.decode("latin-1").strip() or None
+            # Clients send UTF-8 (user ids in IM-CLIENT-ID); HTTP's own default is Latin-1.
+            try:
+                text = value.decode()
+            except UnicodeDecodeError:
+                text = value.decode("latin-1")
+            return text.strip() or None
     return None
 
 

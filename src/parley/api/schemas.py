@@ -38,8 +38,9 @@ class ClientBatch(BaseModel):
 
 
 class TokenBind(BaseModel):
-    token: str = Field(min_length=1, max_length=4096)
-    expirationDate: str | int
+    # Optional here so that a missing one is the service's MISSING_PARAMETER.
+    token: str | None = Field(default=None, min_length=1, max_length=4096)
+    expirationDate: str | int | None = None
 
 
 class TokenRevoke(BaseModel):

@@ -40,7 +40,10 @@ class RedisBroker:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
         except TimeoutError:
-            log.warning("Redis at %s not reachable yet; retrying in the background", self.url)
+            log.warning(
+                "Redis at %s not reachable yet; retrying in the background",
+                _without_password(self.url),
+            )
 
     async def close(self) -> None:
         if self._task:
@@ -102,3 +105,15 @@ class RedisBroker:
                         await self._pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may be logged."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -115,6 +115,8 @@ class TtlCache:
         self.max_entries = max_entries
         self.generation = 0
         self._data: dict[Any, tuple[float, Any]] = {}
+        self._groups: dict[Any, set[Any]] = {}
+        self._grouped = 0
 
     def get(self, key: Any) -> Any:
         hit = self._data.get(key)
@@ -125,12 +127,24 @@ class TtlCache:
             return None
         return hit[1]
 
-    def put(self, key: Any, value: Any, generation: int) -> None:
+    def put(self, key: Any, value: Any, generation: int, group: Any = None) -> None:
+        """Store ``value`` unless a drop happened since ``generation`` was read. A
+        ``group`` (say, one user's entries) can later be dropped without a scan."""
         if generation != self.generation:
             return
-        if len(self._data) >= self.max_entries:
+        if len(self._data) >= self.max_entries or self._grouped > 2 * self.max_entries:
             self._data.clear()
+            self._groups.clear()
+            self._grouped = 0
         self._data[key] = (time.monotonic() + self.ttl, value)
+        if group is not None:
+            self._groups.setdefault(group, set()).add(key)
+            self._grouped += 1
+
+    def drop_group(self, group: Any) -> None:
+        self.generation += 1
+        for key in self._groups.pop(group, ()):
+            self._data.pop(key, None)
 
     def drop(self, key: Any) -> None:
         self.generation += 1
@@ -144,6 +158,8 @@ class TtlCache:
     def clear(self) -> None:
         self.generation += 1
         self._data.clear()
+        self._groups.clear()
+        self._grouped = 0
 
 
 class Authenticator:
@@ -192,7 +208,7 @@ class Authenticator:
             return await self._admin(creds)
         if access is Access.ADMIN:
             if creds.client_key:
-                principal, _ = await self._client(creds, need_token=False)
+                principal, _ = await self._client(creds, need_token=False, record=False)
                 self._usage.record(
                     "client",
                     principal.key_id,
@@ -205,14 +221,21 @@ class Authenticator:
         need_token = access is Access.USER
         # The whole answer for these exact credentials, Host and Origin is cached: a
         # returning caller costs one lookup. Any revocation clears this cache.
-        hit = self._principals.get((creds, need_token))
+        # Keyed on what decides the answer (not IM-CLIENT-ID, which a Client Key caller
+        # cannot use), and only for ordinary Host/Origin sizes: a caller cannot grow it
+        # with junk headers.
+        cache_key = (creds.client_key, creds.token, creds.host, creds.origin, need_token)
+        cacheable = len(creds.host or "") <= 255 and len(creds.origin or "") <= 255
+        hit = self._principals.get(cache_key) if cacheable else None
         if hit is not None and now_ms() < hit[1]:
             principal = hit[0]
             self._usage.record("client", principal.key_id, principal.app_id, creds.origin, None)
             return principal
         generation = self._principals.generation
         principal, valid_until = await self._client(creds, need_token=need_token)
-        self._principals.put((creds, need_token), (principal, valid_until), generation)
+        if cacheable:
+            group = (principal.app_id, principal.user_id)
+            self._principals.put(cache_key, (principal, valid_until), generation, group)
         return principal
 
     async def _admin(self, creds: Credentials) -> Principal:
@@ -227,7 +250,9 @@ class Authenticator:
         self._usage.record("api", key.id, key.app_id, creds.origin, None)
         return Principal(key.app_id, True, creds.acting_user or None, "api", key.id)
 
-    async def _client(self, creds: Credentials, *, need_token: bool) -> tuple[Principal, int]:
+    async def _client(
+        self, creds: Credentials, *, need_token: bool, record: bool = True
+    ) -> tuple[Principal, int]:
         """The principal and the time (ms) until which it holds: the token's expiry or
         the end of the key's grace period, whichever comes first."""
         if not creds.client_key:
@@ -246,7 +271,8 @@ class Authenticator:
         except ParleyError as exc:
             self._usage.record("client", key.id, key.app_id, creds.origin, exc.code)
             raise
-        self._usage.record("client", key.id, key.app_id, creds.origin, None)
+        if record:
+            self._usage.record("client", key.id, key.app_id, creds.origin, None)
         return Principal(key.app_id, False, user_id, "client", key.id), valid_until
 
     async def _check_domain(self, app: AppInfo, creds: Credentials) -> None:
@@ -335,7 +361,7 @@ class Authenticator:
             if row is None:
                 raise InvalidToken()
             token = _Token(row.user_id, row.expires_at)
-            self._tokens.put(cache_key, token, generation)
+            self._tokens.put(cache_key, token, generation, (app_id, token.user_id))
         if now_ms() >= token.expires_at:
             raise InvalidToken("The user token has expired")
         return token
@@ -383,8 +409,8 @@ class Authenticator:
 
     def forget_user(self, app_id: str, user_id: str) -> None:
         """A user's tokens changed (bound, reissued, revoked)."""
-        self._principals.clear()
-        self._tokens.drop_where(lambda k, v: k[0] == app_id and v.user_id == user_id)
+        self._principals.drop_group((app_id, user_id))
+        self._tokens.drop_group((app_id, user_id))
 
     def forget_everything(self) -> None:
         for cache in (

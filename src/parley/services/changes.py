@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.broker import Broker
@@ -26,7 +27,7 @@ from parley.storage.tables import AuthChangeRow
 
 log = logging.getLogger("parley.changes")
 CHANNEL = "auth-changes"
-POLL_WINDOW_MS = 30_000  # rows this recent are read on each poll (commit order may lag)
+POLL_OVERLAP = 1000  # ids below the highest seen that are read again (late commits)
 KEEP_MS = 24 * 3600 * 1000
 
 
@@ -42,7 +43,9 @@ class ChangeFeed:
         self._db = db
         self._broker = broker
         self._apply = apply
-        self._seen: dict[int, int] = {}  # change id → its time, for rows in the poll window
+        self._node = secrets.token_hex(8)  # to skip our own changes echoed by the broker
+        self._seen: set[int] = set()  # change ids applied, above the poll floor
+        self._max_id = 0
         self._last_cleanup = 0
 
     async def record(self, session: AsyncSession, change: Change) -> None:
@@ -55,23 +58,32 @@ class ChangeFeed:
     async def announce(self, change: Change) -> None:
         self._apply(change)
         await self._broker.publish(
-            CHANNEL, orjson.dumps({"a": change.app_id, "k": change.kind, "s": change.subject})
+            CHANNEL,
+            orjson.dumps(
+                {"a": change.app_id, "k": change.kind, "s": change.subject, "n": self._node}
+            ),
         )
 
     def on_broker_message(self, data: bytes) -> None:
         try:
             msg = orjson.loads(data)
+            if msg.get("n") == self._node:
+                return
             self._apply(Change(str(msg["a"]), str(msg["k"]), str(msg.get("s", ""))))
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignored a malformed change message")
 
     async def poll_once(self) -> None:
-        now = now_ms()
+        """Apply the log rows this node has not seen. Ids, not clocks: rows are read from
+        a little below the highest id seen, since ids may commit out of order."""
+        floor = max(0, self._max_id - POLL_OVERLAP)
         async with self._db.read() as s:
             rows = (
                 (
                     await s.execute(
-                        select(AuthChangeRow).where(AuthChangeRow.at >= now - POLL_WINDOW_MS)
+                        select(AuthChangeRow)
+                        .where(AuthChangeRow.id > floor)
+                        .order_by(AuthChangeRow.id)
                     )
                 )
                 .scalars()
@@ -79,26 +91,26 @@ class ChangeFeed:
             )
         for row in rows:
             if row.id not in self._seen:
-                self._seen[row.id] = row.at
+                self._seen.add(row.id)
                 self._apply(Change(row.app_id, row.kind, row.subject))
-        horizon = now - 2 * POLL_WINDOW_MS
-        self._seen = {i: at for i, at in self._seen.items() if at >= horizon}
+            self._max_id = max(self._max_id, row.id)
+        floor = self._max_id - POLL_OVERLAP
+        self._seen = {i for i in self._seen if i > floor}
+        now = now_ms()
         if now - self._last_cleanup > 600_000:
             self._last_cleanup = now
             async with self._db.write() as s:
                 await s.execute(delete(AuthChangeRow).where(AuthChangeRow.at < now - KEEP_MS))
 
     async def prime(self) -> None:
-        """Mark what is already in the log as seen: a fresh node has an empty cache."""
+        """Start from the end of the log: a fresh node has an empty cache."""
         async with self._db.read() as s:
-            rows = (
-                await s.execute(
-                    select(AuthChangeRow.id, AuthChangeRow.at).where(
-                        AuthChangeRow.at >= now_ms() - POLL_WINDOW_MS
-                    )
-                )
-            ).all()
-        self._seen = {r.id: r.at for r in rows}
+            latest = (await s.execute(select(func.max(AuthChangeRow.id)))).scalar()
+        self._max_id = int(latest or 0)
+        floor = self._max_id - POLL_OVERLAP
+        async with self._db.read() as s:
+            ids = await s.execute(select(AuthChangeRow.id).where(AuthChangeRow.id > floor))
+            self._seen = set(ids.scalars())
 
     async def poll_forever(self, interval: float) -> None:
         while True:

@@ -79,10 +79,15 @@ class Services:
             self.auth.forget_app(change.app_id)
             self.users.forget_profiles(change.app_id)
 
+    def _forget_everything(self) -> None:
+        """After a broker outage nothing cached can be trusted to be current."""
+        self.auth.forget_everything()
+        self.users.forget_all_profiles()
+
     async def start(self) -> None:
         """Connect the broker and start the background work of a serving node."""
         self.broker.subscribe(CHANNEL, self.changes.on_broker_message)
-        self.broker.on_reconnect(self.auth.forget_everything)
+        self.broker.on_reconnect(self._forget_everything)
         await self.broker.start()
         await self.changes.prime()
         self._tasks = [

@@ -2,7 +2,8 @@
 
 - API Keys: ``prly_`` + 43 base62 characters (256 random bits) + 6 base62 characters of
   CRC-32 checksum. The prefix lets secret scanners spot a leaked key; the checksum lets
-  us reject typos and random guesses without touching the database.
+  us reject typos and mangled keys without touching the database (it is no defence: the
+  algorithm is public).
 - Signing secrets are never stored: each is HMAC-SHA256(master secret, purpose ‖ salt),
   with a random 32-byte salt per key in the database.
 - JWTs: header exactly ``{"typ":"JWT","alg":"HS256"}``. Verification compares the header

@@ -116,18 +116,38 @@ class KeyService:
             raise NotFound("The application has no live Client Key", code="CLIENT_KEY_NOT_FOUND")
         return client_key_token(self._master, row)
 
-    async def revoke_client_key(self, app_id: str, grace_seconds: int = 0) -> str:
-        """Revoke the live Client Key; returns its key id."""
+    async def revoke_client_key(
+        self, app_id: str, grace_seconds: int = 0, *, rotated_only: bool = False
+    ) -> list[str]:
+        """Revoke the live Client Key (after ``grace_seconds``), and end at once the grace
+        of keys rotated out earlier: revoking is what one does when a key has leaked.
+        ``rotated_only`` ends only those graces and keeps the live key.
+        Returns the ids of the keys that stop working."""
+        now = now_ms()
         async with self._db.write() as s:
-            row = await live_client_key(s, app_id)
-            if row is None:
-                raise NotFound(
-                    "The application has no live Client Key", code="CLIENT_KEY_NOT_FOUND"
+            row = None if rotated_only else await live_client_key(s, app_id)
+            in_grace = (
+                (
+                    await s.execute(
+                        select(ClientKeyRow).where(
+                            ClientKeyRow.app_id == app_id, ClientKeyRow.grace_until > now
+                        )
+                    )
                 )
-            self._revoke(row, grace_seconds)
+                .scalars()
+                .all()
+            )
+            if row is None and not in_grace:
+                raise NotFound(
+                    "The application has no Client Key to revoke", code="CLIENT_KEY_NOT_FOUND"
+                )
+            for old in in_grace:
+                old.grace_until = now
+            if row is not None:
+                self._revoke(row, grace_seconds)
             await self._changes.record(s, Change(app_id, "app"))
         await self._changes.announce(Change(app_id, "app"))
-        return row.id
+        return [k.id for k in (*in_grace, *([row] if row else []))]
 
     async def generate_client_key(self, app_id: str) -> str:
         """Issue the app's Client Key; refused while one is live (one per app: revoke first)."""

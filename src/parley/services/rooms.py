@@ -38,7 +38,7 @@ from parley.services.errors import (
 from parley.services.events import LAST_READ, ROOM, ROOM_DELETED, Event, EventBus
 from parley.services.ids import direct_room_id, object_id
 from parley.services.messages import append_message, message_public
-from parley.services.users import UserService, user_embedded
+from parley.services.users import LATEST_TIME_MS, UserService, user_embedded
 from parley.storage.db import Database
 from parley.storage.tables import MessageRow, RoomMemberRow, RoomRow, RoomTagRow, UserRow
 
@@ -106,7 +106,7 @@ class RoomService:
             if await s.get(RoomRow, (caller.app_id, room_id)) is not None:
                 raise Conflict(f"Room {room_id!r} already exists", code="ROOM_EXISTS")
             await self._require_users(s, caller.app_id, wanted)
-            owner = body.get("owner") if caller.is_admin else joiner
+            owner = (body.get("owner") or joiner) if caller.is_admin else joiner
             if owner is not None and owner not in wanted:
                 raise InvalidRequest("The owner must be one of the members")
             room = RoomRow(
@@ -144,11 +144,12 @@ class RoomService:
     async def join(self, caller: Principal, room_id: str, system_message: bool) -> dict[str, Any]:
         user_id = _acting(caller)
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._member(s, room, user_id)
             if member is None:
                 if not caller.is_admin and (room.opening == 0 or room.room_type == "direct"):
                     raise InsufficientPermissions("This room does not take new members")
+                await self._require_users(s, caller.app_id, [user_id])
                 await self._check_capacity(s, room, 1)
                 s.add(_membership(room, user_id, now_ms()))
                 await s.flush()
@@ -179,7 +180,7 @@ class RoomService:
         order = _sort(params.get("sort") or "-lastMessage")
         after = _time_param(params.get("updatedAfter"), "updatedAfter")
         unread_first = str(params.get("sortUnreadFirst") or "0") not in ("0", "false", "")
-        query_filter = params.get("q") or {}
+        query_filter = {} if params.get("q") is None else params["q"]
         async with self._db.read() as s:
             activity: Any
             badge: Any = None
@@ -244,7 +245,7 @@ class RoomService:
     async def update(self, caller: Principal, room_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``PUT /rooms/{id}``: partial. ``status: 0`` freezes the room (no new messages)."""
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
             if not self._is_superuser(room, member, caller):
                 raise InsufficientPermissions(
@@ -292,7 +293,7 @@ class RoomService:
     async def delete(self, caller: Principal, room_id: str) -> dict[str, Any]:
         """``DELETE /rooms/{id}``: the room, its members and all its messages."""
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             await self._require_member(s, room, caller)
             if not (caller.is_admin or room.owner == caller.user_id):
                 raise InsufficientPermissions("Only the owner may delete the room")
@@ -333,7 +334,7 @@ class RoomService:
                 f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
             )
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             await self._require_member(s, room, caller)
             if room.room_type == "direct":
                 raise InvalidRequest("A direct room keeps its two members")
@@ -360,7 +361,7 @@ class RoomService:
         if not leaving:
             raise InvalidRequest("members is required", code="MISSING_PARAMETER")
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
             others = [u for u in leaving if u != caller.user_id]
             if others and not self._is_superuser(room, member, caller):
@@ -397,7 +398,7 @@ class RoomService:
         if prop in ("client", "badge", "lastRead", "isManager"):
             raise InvalidRequest(f"{prop} is kept by the server")
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
             target = await self._member(s, room, client)
             if target is None:
@@ -426,7 +427,7 @@ class RoomService:
             raise InvalidRequest("message is required", code="MISSING_PARAMETER")
         user_id = _acting(caller)
         async with self._db.write() as s:
-            room = await self._room(s, caller.app_id, room_id)
+            room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._member(s, room, user_id)
             if member is None:
                 raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
@@ -473,13 +474,18 @@ class RoomService:
 
     def _page(self, params: dict[str, Any]) -> tuple[int, int]:
         skip = _int_param(params.get("skip"), "skip", 0)
-        limit = _int_param(params.get("limit"), "limit", 0)
+        limit = _int_param(params.get("limit"), "limit", 0, maximum=None)
         if limit > self.limits.max_page:
             raise TooLarge(f"limit may be at most {self.limits.max_page}", code="RESULT_TOO_LARGE")
         return skip, limit or self.limits.max_page
 
-    async def _room(self, s: AsyncSession, app_id: str, room_id: str) -> RoomRow:
-        room = await s.get(RoomRow, (app_id, _room_id(room_id)))
+    async def _room(
+        self, s: AsyncSession, app_id: str, room_id: str, *, lock: bool = False
+    ) -> RoomRow:
+        """The room, or ROOM_NOT_FOUND. ``lock`` (for writes) takes the room's row lock, so
+        changes to one room — its sequence counter, its member count — are serialized
+        (PostgreSQL; SQLite serializes all writes anyway)."""
+        room = await s.get(RoomRow, (app_id, _room_id(room_id)), with_for_update=lock)
         if room is None:
             raise not_found(room_id)
         return room
@@ -766,14 +772,14 @@ def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
     return value
 
 
-def _int_param(value: Any, name: str, default: int) -> int:
+def _int_param(value: Any, name: str, default: int, maximum: int | None = 10_000_000) -> int:
     if value is None or value == "":
         return default
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise InvalidRequest(f"{name} must be a whole number") from None
-    if number < 0 or number > 10_000_000:
+    if number < 0 or (maximum is not None and number > maximum):
         raise InvalidRequest(f"{name} is out of range")
     return number
 
@@ -782,9 +788,12 @@ def _time_param(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return parse_time(value)
+        ms = parse_time(value)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidRequest(f"{name} must be an ISO-8601 time or epoch milliseconds") from None
+        ms = -1
+    if not 0 <= ms <= LATEST_TIME_MS:
+        raise InvalidRequest(f"{name} must be an ISO-8601 time or epoch milliseconds")
+    return ms
 
 
 def _sort(text: Any) -> list[tuple[str, bool]]:

@@ -39,6 +39,8 @@ KNOWN_FIELDS = {
     "avatarUrl": ("avatar_url", 4096),
     "description": ("description", 4096),
 }
+# Fields a user may not set on itself (the backend may, with the API Key).
+SERVER_KEPT = {"isRobot", "mute", "notificationEnabled"}
 LATEST_TIME_MS = 253402300799999  # 9999-12-31T23:59:59.999Z
 RESERVED = {
     "_id",
@@ -137,18 +139,18 @@ class UserService:
         if assigned is not None and issue:
             raise InvalidRequest("Send either issueAccessToken or token, not both")
         expires_at = None
+        if body.get("expirationDate") is not None:
+            if assigned is None and not issue:
+                raise InvalidRequest("expirationDate goes with token or issueAccessToken")
+            expires_at = _future_time(body["expirationDate"])
         if assigned is not None:
             assigned = _token_text(assigned)
-            expires_at = (
-                _future_time(body["expirationDate"])
-                if body.get("expirationDate") is not None
-                else now_ms() + self._lifetime_ms
-            )
+            expires_at = expires_at or now_ms() + self._lifetime_ms
         token: str | None = None
         async with self._db.write() as s:
             row = await self._apply_profile(s, app_id, user_id, body)
             if issue:
-                token, expires_at = await self._issue(app_id, row)
+                token, expires_at = await self._issue(app_id, row, expires_at)
             secret = token or assigned
             if secret:
                 await self._replace_tokens(s, row, secret, expires_at, issued=issue)
@@ -258,6 +260,9 @@ class UserService:
     def forget_profile(self, app_id: str, user_id: str) -> None:
         self._profiles.drop((app_id, user_id))
 
+    def forget_all_profiles(self) -> None:
+        self._profiles.clear()
+
     def forget_profiles(self, app_id: str) -> None:
         self._profiles.drop_where(lambda key, _v: key[0] == app_id)
 
@@ -268,7 +273,8 @@ class UserService:
         async with self._db.write() as s:
             if await s.get(UserRow, (app_id, user_id)) is None:
                 raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
-            row = await self._apply_profile(s, app_id, user_id, body)
+            own = {k: v for k, v in body.items() if k not in SERVER_KEPT}
+            row = await self._apply_profile(s, app_id, user_id, own)
             result = user_public(row)
         await self._changes.announce(Change(app_id, "profile", user_id))
         return result
@@ -278,6 +284,8 @@ class UserService:
     ) -> dict[str, Any]:
         """PUT /admin/clients/{id}/token: the backend assigns a token; old ones die at once."""
         user_id = _user_id(user_id)
+        if token is None:
+            raise InvalidRequest("token is required", code="MISSING_PARAMETER")
         token = _token_text(token)
         if expiration is None:
             raise InvalidRequest("expirationDate is required", code="MISSING_PARAMETER")
@@ -360,12 +368,16 @@ class UserService:
         row.updated_at = now
         return row
 
-    async def _issue(self, app_id: str, row: UserRow) -> tuple[str, int]:
+    async def _issue(
+        self, app_id: str, row: UserRow, expires_at: int | None = None
+    ) -> tuple[str, int]:
+        """A server-signed token for ``row``, valid for the default lifetime or until
+        ``expires_at``."""
         app = await self._auth.app(app_id)
         if app is None:
             raise NotFound("No such application", code="APP_NOT_FOUND")
         now = now_ms()
-        expires_at = now + self._lifetime_ms
+        expires_at = expires_at or now + self._lifetime_ms
         claims: dict[str, Any] = {"id": row.id}
         if row.nickname:
             claims["nickname"] = row.nickname
@@ -417,16 +429,21 @@ def _user_id(value: Any) -> str:
         raise InvalidRequest("_id is required", code="MISSING_PARAMETER")
     if not isinstance(value, str) or not value.strip() or not value.isprintable():
         raise InvalidRequest("_id must be a non-empty printable string", code="INVALID_USER_ID")
+    if "/" in value:  # it could never be named in a URL path like /admin/clients/{id}
+        raise InvalidRequest("_id may not contain '/'", code="INVALID_USER_ID")
     if len(value) > MAX_USER_ID:
         raise InvalidRequest(f"_id has at most {MAX_USER_ID} characters", code="INVALID_USER_ID")
     return value
 
 
 def _token_text(value: Any) -> str:
+    """A token travels in an HTTP header: visible ASCII only, or it could never be sent."""
     if not isinstance(value, str) or not value:
         raise InvalidRequest("token must be a non-empty string")
-    if len(value) > MAX_TOKEN or not value.isprintable():
-        raise InvalidRequest(f"token must be printable and at most {MAX_TOKEN} characters")
+    if len(value) > MAX_TOKEN or not all("!" <= c <= "~" for c in value):
+        raise InvalidRequest(
+            f"token must be at most {MAX_TOKEN} visible ASCII characters, without spaces"
+        )
     return value
 
 

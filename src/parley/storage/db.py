@@ -8,15 +8,15 @@ wait for them. On PostgreSQL both use one pool.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import re2
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,26 +24,26 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from parley.services.errors import InvalidRequest, ServiceUnavailable
+from parley.services.errors import Conflict, InvalidRequest, ServiceUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+_REGEX_CACHE: dict[str, Any] = {}
+# Longest a PostgreSQL statement may run: a slow query (say, a costly regular expression
+# over many rows) fails alone instead of holding a connection and its caller forever.
+STATEMENT_TIMEOUT_MS = 10_000
 
 
 def _sqlite_regexp(pattern: str, value: Any) -> bool:
-    """REGEXP for SQLite (PostgreSQL has ``~`` built in). Patterns are vetted by the caller."""
+    """REGEXP for SQLite (PostgreSQL has ``~``). RE2 runs in time linear in the text, so a
+    hostile pattern cannot stall the server the way a backtracking engine can."""
     if value is None:
         return False
     compiled = _REGEX_CACHE.get(pattern)
     if compiled is None:
         if len(_REGEX_CACHE) > 256:
             _REGEX_CACHE.clear()
-        compiled = _REGEX_CACHE[pattern] = re.compile(pattern)
+        compiled = _REGEX_CACHE[pattern] = re2.compile(pattern)
     return compiled.search(str(value)) is not None
-
-
-def _sqlite_iregexp(pattern: str, value: Any) -> bool:
-    return _sqlite_regexp("(?i)" + pattern, value)
 
 
 def _configure_sqlite(engine: AsyncEngine, *, writer: bool) -> None:
@@ -58,7 +58,6 @@ def _configure_sqlite(engine: AsyncEngine, *, writer: bool) -> None:
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
         dbapi_conn.create_function("regexp", 2, _sqlite_regexp, deterministic=True)
-        dbapi_conn.create_function("iregexp", 2, _sqlite_iregexp, deterministic=True)
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
@@ -73,13 +72,22 @@ class Database:
             path = make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.reader = create_async_engine(url, pool_size=4, max_overflow=4)
-            self.writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+            self.reader = create_async_engine(
+                url, pool_size=4, max_overflow=4, hide_parameters=True
+            )
+            self.writer = create_async_engine(
+                url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True
+            )
             _configure_sqlite(self.reader, writer=False)
             _configure_sqlite(self.writer, writer=True)
         else:
             self.reader = self.writer = create_async_engine(
-                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+                url,
+                pool_size=10,
+                max_overflow=10,
+                pool_pre_ping=True,
+                hide_parameters=True,  # parameters hold user data: never in logs
+                connect_args={"server_settings": {"statement_timeout": str(STATEMENT_TIMEOUT_MS)}},
             )
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
@@ -110,6 +118,9 @@ async def _unavailable_on_outage() -> AsyncIterator[None]:
     """A database that cannot be reached is a retryable 503, not a 500."""
     try:
         yield
+    except IntegrityError as exc:
+        # Two requests created the same thing at once; the loser may simply retry.
+        raise Conflict("A concurrent request changed the same data; retry") from exc
     except (OperationalError, DBAPIError) as exc:
         if _is_bad_data(exc):
             # Text the database cannot store (PostgreSQL refuses NUL characters): a bad
