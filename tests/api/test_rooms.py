@@ -26,14 +26,27 @@ class Recorder:
             self.events.append(Event.decode(raw))
             self._seen.notify_all()
 
-    def wait_for(self, kind: str, room: str, timeout: float = 5.0) -> Event:
+    def wait_for(
+        self, kind: str, room: str | None = None, user: str | None = None, timeout: float = 5.0
+    ) -> Event:
+        """The first event of ``kind`` for ``room`` (and/or addressed to ``user``)."""
+
         def found() -> Event | None:
-            return next((e for e in self.events if e.kind == kind and room in e.rooms), None)
+            return next(
+                (
+                    e
+                    for e in self.events
+                    if e.kind == kind
+                    and (room is None or room in e.rooms)
+                    and (user is None or user in e.users)
+                ),
+                None,
+            )
 
         with self._seen:
             self._seen.wait_for(lambda: found() is not None, timeout)
         event = found()
-        assert event is not None, f"no {kind} event for {room}: {self.events}"
+        assert event is not None, f"no {kind} event for {room or user}: {self.events}"
         return event
 
 

@@ -45,6 +45,32 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/rooms/{room_id}/delete/members"): USER,
     ("PUT", "/rooms/{room_id}/member/{client_id}"): USER,
     ("PUT", "/rooms/{room_id}/lastRead"): USER,
+    # Invitations (contract §3.5)
+    ("GET", "/rooms/invitations"): USER,
+    ("GET", "/rooms/{room_id}/invitations"): USER,
+    ("POST", "/rooms/{room_id}/delete/invitations"): USER,
+    ("DELETE", "/rooms/{room_id}/invitations/{invitee}"): USER,
+    ("DELETE", "/rooms/{room_id}/invitations"): USER,
+    # Preferences (contract §3.6)
+    ("POST", "/roomPrefs/{room_id}"): USER,
+    ("GET", "/roomPrefs"): USER,
+    ("DELETE", "/roomPrefs/{room_id}/{key}"): USER,
+    ("POST", "/roomPrefs/{room_id}/group/{group}"): USER,
+    ("GET", "/roomPrefs/group/{group}"): USER,
+    ("DELETE", "/roomPrefs/{room_id}/group/{group}/{key}"): USER,
+    ("GET", "/me/pref"): USER,
+    ("GET", "/me/prefs"): USER,
+    ("POST", "/me/pref/{key}"): USER,
+    ("DELETE", "/me/pref/{key}"): USER,
+    # The current user's devices and sessions (contract §3.2)
+    ("POST", "/me/mute/{room_id}"): USER,
+    ("DELETE", "/me/mute/{room_id}"): USER,
+    ("POST", "/me/notification/enable"): USER,
+    ("POST", "/me/notification/disable"): USER,
+    ("POST", "/me/subscribe"): USER,
+    ("POST", "/me/unsubscribe"): USER,
+    ("POST", "/me/logout"): USER,
+    ("POST", "/me/logout-others"): USER,
 }
 
 

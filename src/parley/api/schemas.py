@@ -125,3 +125,30 @@ class MemberPropertyUpdate(BaseModel):
 
 class LastReadUpdate(BaseModel):
     message: str = Field(min_length=1, max_length=64)
+
+
+class InvitationsCancel(BaseModel):
+    invitees: list[str] = Field(min_length=1)
+    systemMessage: bool = True
+
+
+class RoomPrefUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[str] | None = None
+    tagColors: dict[str, str] | None = None
+    folder: str | None = None
+    muted: bool | None = None
+    sticky: bool | None = None
+    hidden: bool | None = None
+    translation: bool | None = None
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class DeviceSubscription(BaseModel):
+    type: str = Field(min_length=1, max_length=16)
+    token: str | None = Field(default=None, max_length=4096)
+    deviceId: str | None = Field(default=None, max_length=255)
+    clientId: str | None = Field(default=None, max_length=255)

@@ -68,6 +68,7 @@ class Principal:
     user_id: str | None
     key_kind: str  # "api" | "client"
     key_id: str
+    token_hash: str | None = None  # the digest of the user token it came with (logout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,16 +265,18 @@ class Authenticator:
             if app is None:
                 raise InvalidClientKey()
             await self._check_domain(app, creds)
-            user_id = None
+            user_id = token_hash = None
             if need_token:
                 token = await self.verify_token(app.id, creds.token)
                 user_id, valid_until = token.user_id, min(valid_until, token.expires_at)
+                token_hash = crypto.digest(creds.token or "")
         except ParleyError as exc:
             self._usage.record("client", key.id, key.app_id, creds.origin, exc.code)
             raise
         if record:
             self._usage.record("client", key.id, key.app_id, creds.origin, None)
-        return Principal(key.app_id, False, user_id, "client", key.id), valid_until
+        principal = Principal(key.app_id, False, user_id, "client", key.id, token_hash)
+        return principal, valid_until
 
     async def _check_domain(self, app: AppInfo, creds: Credentials) -> None:
         if creds.host:

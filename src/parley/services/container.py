@@ -14,8 +14,10 @@ from parley.config import Settings
 from parley.services.apps import AppService
 from parley.services.auth import Authenticator
 from parley.services.changes import CHANNEL, Change, ChangeFeed
+from parley.services.devices import DeviceService
 from parley.services.events import EventBus
 from parley.services.keys import KeyService
+from parley.services.prefs import PrefService
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from parley.services.rooms import RoomLimits, RoomService
 from parley.services.usage import UsageRecorder
@@ -54,9 +56,12 @@ class Services:
             profile_cache_seconds=settings.auth_cache_seconds,
         )
         self.events = EventBus(self.broker)
+        self.prefs = PrefService(self.db, self.events)
+        self.devices = DeviceService(self.db, self.users)
         self.rooms = RoomService(
             self.db,
             self.users,
+            self.prefs,
             self.events,
             RoomLimits(
                 max_members=settings.max_room_members,

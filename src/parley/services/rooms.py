@@ -35,12 +35,28 @@ from parley.services.errors import (
     NotFound,
     TooLarge,
 )
-from parley.services.events import LAST_READ, ROOM, ROOM_DELETED, Event, EventBus
+from parley.services.events import (
+    CANCEL_INVITATION,
+    INVITATION,
+    LAST_READ,
+    ROOM,
+    ROOM_DELETED,
+    Event,
+    EventBus,
+)
 from parley.services.ids import direct_room_id, object_id
 from parley.services.messages import append_message, message_public
+from parley.services.prefs import PrefService
 from parley.services.users import LATEST_TIME_MS, UserService, user_embedded
 from parley.storage.db import Database
-from parley.storage.tables import MessageRow, RoomMemberRow, RoomRow, RoomTagRow, UserRow
+from parley.storage.tables import (
+    InvitationRow,
+    MessageRow,
+    RoomMemberRow,
+    RoomRow,
+    RoomTagRow,
+    UserRow,
+)
 
 ROOM_TYPES = ("direct", "group", "custom")
 ROLES = ("admin", "member")
@@ -69,10 +85,16 @@ def not_found(room_id: str) -> NotFound:
 
 class RoomService:
     def __init__(
-        self, db: Database, users: UserService, events: EventBus, limits: RoomLimits
+        self,
+        db: Database,
+        users: UserService,
+        prefs: PrefService,
+        events: EventBus,
+        limits: RoomLimits,
     ) -> None:
         self._db = db
         self._users = users
+        self._prefs = prefs
         self._events = events
         self.limits = limits
 
@@ -101,11 +123,16 @@ class RoomService:
             room_id = room_id or direct_room_id(*wanted)
         room_id = _room_id(room_id) if room_id is not None else object_id()
         system_message = _flag(body, "systemMessage", default=False)
+        # Invitations only for group rooms; a direct room's invitee is simply added.
+        invite = _flag(body, "invitationRequired", default=False) and room_type == "group"
+        invitees = [u for u in wanted if u != joiner] if invite else []
+        if invite:
+            wanted = [joiner] if joiner else []
         now = now_ms()
         async with self._db.write() as s:
             if await s.get(RoomRow, (caller.app_id, room_id)) is not None:
                 raise Conflict(f"Room {room_id!r} already exists", code="ROOM_EXISTS")
-            await self._require_users(s, caller.app_id, wanted)
+            await self._require_users(s, caller.app_id, wanted + invitees)
             owner = (body.get("owner") or joiner) if caller.is_admin else joiner
             if owner is not None and owner not in wanted:
                 raise InvalidRequest("The owner must be one of the members")
@@ -117,7 +144,7 @@ class RoomService:
                 status=1,
                 opening=1,
                 room_tags=_tags(body.get("roomTags")),
-                invitation_required=False,
+                invitation_required=invite,
                 bot_mode=_flag(body, "botMode", default=False),
                 encrypted=False,
                 last_seq=0,
@@ -135,9 +162,10 @@ class RoomService:
                 await self._system(
                     s, room, joiner, "addMembers" if len(wanted) > 1 else "joinRoom", wanted
                 )
+            invitations = await self._invite(s, room, joiner, invitees)
             view = await self._view(s, room, caller)
         await self._events.publish(
-            [Event(caller.app_id, ROOM, view, rooms=[room_id], users=wanted)]
+            [Event(caller.app_id, ROOM, view, rooms=[room_id], users=wanted), *invitations]
         )
         return view
 
@@ -146,15 +174,21 @@ class RoomService:
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._member(s, room, user_id)
+            invitation = await s.get(InvitationRow, (room.app_id, room.id, user_id))
             if member is None:
-                if not caller.is_admin and (room.opening == 0 or room.room_type == "direct"):
-                    raise InsufficientPermissions("This room does not take new members")
+                if not caller.is_admin and invitation is None:
+                    if room.opening == 0 or room.room_type == "direct":
+                        raise InsufficientPermissions("This room does not take new members")
+                    if room.invitation_required:
+                        raise InsufficientPermissions("This room takes members by invitation")
                 await self._require_users(s, caller.app_id, [user_id])
                 await self._check_capacity(s, room, 1)
                 s.add(_membership(room, user_id, now_ms()))
                 await s.flush()
                 if system_message:
                     await self._system(s, room, user_id, "joinRoom", [user_id])
+            if invitation is not None:  # joining accepts the invitation
+                await s.delete(invitation)
             view = await self._view(s, room, caller)
         if member is None:
             await self._events.publish(
@@ -303,7 +337,7 @@ class RoomService:
                     MessageRow.app_id == room.app_id, MessageRow.room_id == room.id
                 )
             )
-            for table in (RoomMemberRow, RoomTagRow):
+            for table in (RoomMemberRow, RoomTagRow, InvitationRow):
                 await s.execute(
                     delete(table).where(table.app_id == room.app_id, table.room_id == room.id)
                 )
@@ -324,8 +358,15 @@ class RoomService:
     # -- members --------------------------------------------------------------------------
 
     async def add_members(
-        self, caller: Principal, room_id: str, invitees: Any, system_message: bool
+        self,
+        caller: Principal,
+        room_id: str,
+        invitees: Any,
+        system_message: bool,
+        invitation_required: bool = False,
     ) -> dict[str, Any]:
+        """Add members at once, or — ``invitation_required``, or a room that requires
+        invitations — invite them to join."""
         wanted = _id_list(invitees, "invitees")
         if not wanted:
             raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
@@ -341,6 +382,10 @@ class RoomService:
             await self._require_users(s, caller.app_id, wanted)
             present = {m.user_id for m in await self._members(s, room)}
             new = [u for u in wanted if u not in present]
+            invitations: list[Event] = []
+            if invitation_required or room.invitation_required:
+                invitations = await self._invite(s, room, caller.user_id, new)
+                new = []
             await self._check_capacity(s, room, len(new))
             now = now_ms()
             for user_id in new:
@@ -350,8 +395,166 @@ class RoomService:
                 kind = "addMember" if len(new) == 1 else "addMembers"
                 await self._system(s, room, caller.user_id, kind, new)
             view = await self._view(s, room, caller)
-        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id], users=new)])
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, view, rooms=[room.id], users=new), *invitations]
+        )
         return view
+
+    # -- invitations ----------------------------------------------------------------------
+
+    async def my_invitations(self, caller: Principal) -> dict[str, Any]:
+        """``GET /rooms/invitations``: invitations waiting for the caller."""
+        user_id = _acting(caller)
+        async with self._db.read() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(InvitationRow)
+                        .where(
+                            InvitationRow.app_id == caller.app_id, InvitationRow.invitee == user_id
+                        )
+                        .order_by(InvitationRow.created_at.desc())
+                        .limit(self.limits.max_page)
+                    )
+                ).scalars()
+            )
+            rooms = await self._rooms_by_id(s, caller.app_id, [r.room_id for r in rows])
+            inviters = await self._users.profiles(
+                caller.app_id, [r.inviter for r in rows if r.inviter]
+            )
+            data = []
+            for row in rows:
+                room = rooms.get(row.room_id)
+                if room is None:
+                    continue
+                members = await self._members(s, room)
+                data.append(
+                    {
+                        **invitation_public(row, inviters),
+                        "room": room_public(
+                            room,
+                            members,
+                            await self._users.profiles(caller.app_id, [m.user_id for m in members]),
+                        ),
+                    }
+                )
+        return {"totalCount": len(data), "data": data}
+
+    async def room_invitations(self, caller: Principal, room_id: str) -> dict[str, Any]:
+        """``GET /rooms/{id}/invitations``: the room's pending invitations (members)."""
+        async with self._db.read() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            await self._require_member(s, room, caller)
+            return await self._invitation_list(s, room)
+
+    async def cancel_invitations(
+        self, caller: Principal, room_id: str, invitees: Any, system_message: bool = True
+    ) -> dict[str, Any]:
+        """Withdraw invitations: the room's superusers, or whoever sent them."""
+        cancelled = _id_list(invitees, "invitees")
+        if not cancelled:
+            raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id, lock=True)
+            member = await self._require_member(s, room, caller)
+            superuser = self._is_superuser(room, member, caller)
+            rows = list(
+                (
+                    await s.execute(
+                        select(InvitationRow).where(
+                            InvitationRow.app_id == room.app_id,
+                            InvitationRow.room_id == room.id,
+                            InvitationRow.invitee.in_(cancelled),
+                        )
+                    )
+                ).scalars()
+            )
+            if not superuser and any(r.inviter != caller.user_id for r in rows):
+                raise InsufficientPermissions(
+                    "Only the room's superusers may withdraw others' invitations"
+                )
+            gone = [r.invitee for r in rows]
+            for row in rows:
+                await s.delete(row)
+            await s.flush()
+            if system_message and gone:
+                await self._system(s, room, caller.user_id, "cancelInvitations", gone)
+            result = await self._invitation_list(s, room)
+        await self._events.publish(
+            [Event(caller.app_id, CANCEL_INVITATION, {"room": room.id}, users=gone)] if gone else []
+        )
+        return result
+
+    async def decline(self, caller: Principal, room_id: str) -> dict[str, Any]:
+        """``DELETE /rooms/{id}/invitations``: the invitee says no."""
+        user_id = _acting(caller)
+        async with self._db.write() as s:
+            room = await self._room(s, caller.app_id, room_id, lock=True)
+            row = await s.get(InvitationRow, (room.app_id, room.id, user_id))
+            if row is None:
+                raise NotFound("No invitation to this room", code="INVITATION_NOT_FOUND")
+            await s.delete(row)
+        return await self.my_invitations(caller)
+
+    async def _invite(
+        self, s: AsyncSession, room: RoomRow, inviter: str | None, invitees: list[str]
+    ) -> list[Event]:
+        """Invitations for ``invitees`` (renewed if pending); one event per invitee."""
+        now = now_ms()
+        events = []
+        for invitee in invitees:
+            row = await s.get(InvitationRow, (room.app_id, room.id, invitee))
+            if row is None:
+                row = InvitationRow(
+                    app_id=room.app_id,
+                    room_id=room.id,
+                    invitee=invitee,
+                    inviter=inviter,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+            else:
+                row.inviter, row.updated_at = inviter, now
+            events.append((invitee, row))
+        await s.flush()
+        inviters = await self._users.profiles(room.app_id, [inviter] if inviter else [])
+        return [
+            Event(
+                room.app_id,
+                INVITATION,
+                {
+                    **invitation_public(row, inviters),
+                    "room": {"_id": room.id, "id": room.id, "name": room.name},
+                },
+                users=[invitee],
+            )
+            for invitee, row in events
+        ]
+
+    async def _invitation_list(self, s: AsyncSession, room: RoomRow) -> dict[str, Any]:
+        rows = list(
+            (
+                await s.execute(
+                    select(InvitationRow)
+                    .where(InvitationRow.app_id == room.app_id, InvitationRow.room_id == room.id)
+                    .order_by(InvitationRow.created_at, InvitationRow.invitee)
+                )
+            ).scalars()
+        )
+        people = await self._users.profiles(
+            room.app_id, [r.invitee for r in rows] + [r.inviter for r in rows if r.inviter]
+        )
+        data = [
+            {
+                **invitation_public(r, people),
+                "invitee": user_embedded(people[r.invitee])
+                if r.invitee in people
+                else {"_id": r.invitee, "id": r.invitee},
+            }
+            for r in rows
+        ]
+        return {"totalCount": len(data), "data": data}
 
     async def remove_members(
         self, caller: Principal, room_id: str, members: Any, system_message: bool
@@ -627,7 +830,11 @@ class RoomService:
         people = {m.user_id for m in member_rows} | {
             m.sender for m in last_rows.values() if m.sender
         }
+        if caller.user_id:
+            people.add(caller.user_id)
         profiles = await self._users.profiles(app_id, sorted(people))
+        prefs = await self._prefs.prefs_for_rooms(s, app_id, caller.user_id, ids)
+        muted_rooms = set(profiles.get(caller.user_id or "", {}).get("mute") or [])
         views = []
         for room in rooms:
             members = by_room[room.id]
@@ -639,6 +846,9 @@ class RoomService:
                 view["lastMessage"] = message_public(
                     last, user_embedded(sender) if sender else None
                 )
+            pref = prefs.get(room.id, {"room": room.id})
+            view["pref"] = pref
+            view["muted"] = bool(pref.get("muted")) or room.id in muted_rooms
             view["unread"] = mine.badge if mine else 0
             view["isMentioned"] = bool(mine and mine.mentioned)
             view["isSuperuser"] = self._is_superuser(room, mine, caller)
@@ -676,12 +886,22 @@ def room_public(
         "serviceStatus": 0,
         "webhook": room.webhook,
         "extParams": room.ext_params,
-        "muted": False,
-        "pref": {},
+        "invitationRequired": room.invitation_required,
         "createdTime": iso(room.created_at),
         "createdTimeMS": room.created_at,
         "updatedAt": iso(room.updated_at),
         "updatedAtMS": room.updated_at,
+    }
+
+
+def invitation_public(row: InvitationRow, people: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    inviter = people.get(row.inviter or "")
+    return {
+        "inviter": user_embedded(inviter) if inviter else row.inviter,
+        "createdAt": iso(row.created_at),
+        "createdTimeMS": row.created_at,
+        "updatedAt": iso(row.updated_at),
+        "updatedTimeMS": row.updated_at,
     }
 
 

@@ -279,6 +279,38 @@ class UserService:
         await self._changes.announce(Change(app_id, "profile", user_id))
         return result
 
+    async def set_server_kept(self, app_id: str, user_id: str, change: Any) -> dict[str, Any]:
+        """Change fields the user may not write directly (mute list, notifications) through
+        ``change(profile) -> profile``; returns the Client."""
+        async with self._db.write() as s:
+            row = await s.get(UserRow, (app_id, user_id))
+            if row is None:
+                raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+            row.profile = change(dict(row.profile))
+            row.updated_at = now_ms()
+            result = user_public(row)
+        await self._changes.announce(Change(app_id, "profile", user_id))
+        return result
+
+    async def revoke_tokens_by_digest(
+        self, app_id: str, user_id: str, *, only: str | None = None, keep: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Revoke the token with digest ``only``, or every token but ``keep`` (logout)."""
+        async with self._db.write() as s:
+            query = select(UserTokenRow).where(
+                UserTokenRow.app_id == app_id, UserTokenRow.user_id == user_id
+            )
+            if only is not None:
+                query = query.where(UserTokenRow.token_hash == only)
+            if keep is not None:
+                query = query.where(UserTokenRow.token_hash != keep)
+            rows = (await s.execute(query)).scalars().all()
+            for row in rows:
+                await s.delete(row)
+            await self._changes.record(s, Change(app_id, "user", user_id))
+        await self._changes.announce(Change(app_id, "user", user_id))
+        return [token_record(r, user_id) for r in rows]
+
     async def bind_token(
         self, app_id: str, user_id: str, token: Any, expiration: Any
     ) -> dict[str, Any]:

@@ -250,3 +250,62 @@ class MessageRow(Base):
         ),
         UniqueConstraint("app_id", "id", name="uq_messages_app_id"),
     )
+
+
+class InvitationRow(Base):
+    """A pending invitation to a room that requires one; joining consumes it."""
+
+    __tablename__ = "room_invitations"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    invitee: Mapped[str] = mapped_column(String(255), primary_key=True)
+    inviter: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+        Index("ix_room_invitations_invitee", "app_id", "invitee"),
+    )
+
+
+class RoomPrefRow(Base):
+    """One user's preferences for one room (``grp`` "" for the user's own, or a user
+    group's id for the per-group form)."""
+
+    __tablename__ = "room_prefs"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    grp: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UserPrefRow(Base):
+    """``/me/pref/{key}``: any JSON a client app keeps per user."""
+
+    __tablename__ = "user_prefs"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[Any] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeviceRow(Base):
+    """A device's push token (``/me/subscribe``), kept for the push feature."""
+
+    __tablename__ = "devices"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    token: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

@@ -12,6 +12,7 @@ from parley.api.deps import AuthorizedRoute, caller_of, services_of
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import (
     Envelope,
+    InvitationsCancel,
     LastReadUpdate,
     MemberPropertyUpdate,
     MembersAdd,
@@ -79,6 +80,11 @@ async def room_ids(
     return ok(await services_of(request).rooms.ids(caller_of(request), params))
 
 
+@router.get("/rooms/invitations", summary="Invitations waiting for the caller")
+async def my_invitations(request: Request) -> JSONResponse:
+    return ok(await services_of(request).rooms.my_invitations(caller_of(request)))
+
+
 @router.get("/rooms/{room_id}", summary="One room, with its members")
 async def get_room(request: Request, room_id: str) -> JSONResponse:
     return ok(await services_of(request).rooms.get(caller_of(request), room_id))
@@ -113,7 +119,13 @@ async def join_room(
 async def add_members(request: Request, room_id: str, body: MembersAdd) -> JSONResponse:
     rooms = services_of(request).rooms
     return ok(
-        await rooms.add_members(caller_of(request), room_id, body.invitees, body.systemMessage)
+        await rooms.add_members(
+            caller_of(request),
+            room_id,
+            body.invitees,
+            body.systemMessage,
+            body.invitationRequired,
+        )
     )
 
 
@@ -153,3 +165,31 @@ async def set_member_property(
 async def mark_read(request: Request, room_id: str, body: LastReadUpdate) -> JSONResponse:
     rooms = services_of(request).rooms
     return ok(await rooms.mark_read(caller_of(request), room_id, body.message))
+
+
+@router.get("/rooms/{room_id}/invitations", summary="The room's pending invitations")
+async def room_invitations(request: Request, room_id: str) -> JSONResponse:
+    return ok(await services_of(request).rooms.room_invitations(caller_of(request), room_id))
+
+
+@router.post("/rooms/{room_id}/delete/invitations", summary="Withdraw invitations")
+async def cancel_invitations(
+    request: Request, room_id: str, body: InvitationsCancel
+) -> JSONResponse:
+    rooms = services_of(request).rooms
+    return ok(
+        await rooms.cancel_invitations(
+            caller_of(request), room_id, body.invitees, body.systemMessage
+        )
+    )
+
+
+@router.delete("/rooms/{room_id}/invitations/{invitee}", summary="Withdraw one invitation")
+async def cancel_invitation(request: Request, room_id: str, invitee: str) -> JSONResponse:
+    rooms = services_of(request).rooms
+    return ok(await rooms.cancel_invitations(caller_of(request), room_id, [invitee]))
+
+
+@router.delete("/rooms/{room_id}/invitations", summary="Decline an invitation")
+async def decline_invitation(request: Request, room_id: str) -> JSONResponse:
+    return ok(await services_of(request).rooms.decline(caller_of(request), room_id))

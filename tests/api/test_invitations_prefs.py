@@ -1,0 +1,131 @@
+"""Invitations, preferences and the current user's devices, over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.api.test_rooms import Recorder, events  # noqa: F401 - the events fixture
+from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
+
+
+@pytest.fixture
+def people(
+    server: Server, app_keys: AppKeys, admin: httpx.Client
+) -> Iterator[dict[str, httpx.Client]]:
+    clients = {}
+    for name in ("alice", "bob", "carol"):
+        token = issue_token(admin, name, nickname=name.title())
+        clients[name] = server.client(
+            **{"IM-CLIENT-KEY": app_keys.client_key, "IM-Authorization": token}
+        )
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def test_invitation_lifecycle(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    room = ok(
+        alice.post(
+            "/rooms/createAndJoin",
+            json={"name": "Club", "invitee": ["bob", "carol"], "invitationRequired": True},
+        )
+    )
+    room_id = room["_id"]
+    assert [m["_id"] for m in room["members"]] == ["alice"]
+    invitation = events.wait_for("invitation", user="bob")  # published to each invitee
+    assert invitation.data["room"]["_id"] == room_id
+    assert invitation.data["inviter"]["_id"] == "alice"
+    assert room["invitationRequired"] is True
+    mine = ok(bob.get("/rooms/invitations"))
+    assert mine["totalCount"] == 1
+    assert mine["data"][0]["room"]["_id"] == room_id
+    assert mine["data"][0]["inviter"]["_id"] == "alice"
+    assert ok(bob.get("/rooms"))["totalCount"] == 0  # not a member yet
+    listed = ok(alice.get(f"/rooms/{room_id}/invitations"))
+    assert [i["invitee"]["_id"] for i in listed["data"]] == ["bob", "carol"]
+
+    joined = ok(bob.post(f"/rooms/{room_id}/join", json={}))  # accepting consumes it
+    assert [m["_id"] for m in joined["members"]] == ["alice", "bob"]
+    assert ok(bob.get("/rooms/invitations"))["totalCount"] == 0
+    assert ok(carol.request("DELETE", f"/rooms/{room_id}/invitations"))["totalCount"] == 0
+    assert_error(carol.post(f"/rooms/{room_id}/join", json={}), 403, "INSUFFICIENT_PERMISSIONS")
+
+    ok(alice.post(f"/rooms/{room_id}/members", json={"invitees": ["carol"]}))  # re-invite
+    remaining = ok(alice.post(f"/rooms/{room_id}/delete/invitations", json={"invitees": ["carol"]}))
+    assert remaining["totalCount"] == 0
+    assert events.wait_for("cancelInvitation", user="carol").data == {"room": room_id}
+    assert ok(alice.get(f"/rooms/{room_id}"))["lastMessage"]["messageType"] == ("cancelInvitations")
+
+
+def test_room_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+    alice = people["alice"]
+    room_id = ok(alice.post("/rooms/createAndJoin", json={}))["_id"]
+    pref = ok(alice.post(f"/roomPrefs/{room_id}", json={"tags": ["work"], "muted": True}))
+    assert pref == {"room": room_id, "tags": ["work"], "muted": True}
+    merged = ok(alice.post(f"/roomPrefs/{room_id}", json={"folder": "Inbox"}))
+    assert merged["tags"] == ["work"] and merged["folder"] == "Inbox"
+    room = ok(alice.get(f"/rooms/{room_id}"))
+    assert room["muted"] is True and room["pref"]["folder"] == "Inbox"
+    assert ok(alice.get("/roomPrefs"))["totalCount"] == 1
+    assert "muted" not in ok(alice.request("DELETE", f"/roomPrefs/{room_id}/muted"))
+    assert events.wait_for("roomPref", user="alice").data["room"] == room_id
+    group = ok(alice.post(f"/roomPrefs/{room_id}/group/sales", json={"sticky": True}))
+    assert group["sticky"] is True
+    assert ok(alice.get("/roomPrefs/group/sales"))["data"][0]["sticky"] is True
+    assert_error(
+        alice.post(f"/roomPrefs/{room_id}", json={"colour": "red"}), 400, "INVALID_REQUEST"
+    )
+    assert_error(alice.post("/roomPrefs/nope", json={"muted": True}), 404, "ROOM_NOT_FOUND")
+
+
+def test_user_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+    bob = people["bob"]
+    assert ok(bob.post("/me/pref/folders-meta", json=[{"key": "a", "name": "A"}])) == {
+        "key": "folders-meta",
+        "data": [{"key": "a", "name": "A"}],
+    }
+    assert ok(bob.get("/me/pref", params={"key": "folders-meta"}))["data"][0]["name"] == "A"
+    assert ok(bob.get("/me/prefs")) == {"folders-meta": [{"key": "a", "name": "A"}]}
+    assert [p["key"] for p in ok(bob.get("/me/pref"))] == ["folders-meta"]
+    assert events.wait_for("myPrefChange", user="bob").data["key"] == "folders-meta"
+    assert ok(bob.request("DELETE", "/me/pref/folders-meta")) == {}
+    assert events.wait_for("myPrefDelete", user="bob").data == "folders-meta"
+    assert_error(bob.request("DELETE", "/me/pref/folders-meta"), 404, "CONFIG_NOT_FOUND")
+
+
+def test_mute_notifications_devices_and_logout(
+    server: Server, app_keys: AppKeys, admin: httpx.Client, people: dict[str, httpx.Client]
+) -> None:
+    carol = people["carol"]
+    room_id = ok(carol.post("/rooms/createAndJoin", json={}))["_id"]
+    assert ok(carol.post(f"/me/mute/{room_id}"))["mute"] == [room_id]
+    assert ok(carol.get(f"/rooms/{room_id}"))["muted"] is True
+    assert ok(carol.request("DELETE", f"/me/mute/{room_id}"))["mute"] == []
+    assert_error(carol.request("DELETE", f"/me/mute/{room_id}"), 400, "ROOM_NOT_MUTED")
+    assert ok(carol.post("/me/notification/disable"))["notificationEnabled"] is False
+    assert ok(carol.post("/me/notification/enable"))["notificationEnabled"] is True
+    assert (
+        ok(carol.post("/me/subscribe", json={"type": "fcm", "token": "t1", "deviceId": "d1"})) == {}
+    )
+    assert_error(
+        carol.post("/me/subscribe", json={"type": "pager", "token": "t"}), 400, "INVALID_REQUEST"
+    )
+    assert server.call(lambda s: s.devices.devices(app_keys.id, "carol")) == [
+        {"deviceId": "d1", "type": "fcm"}
+    ]
+
+    other = issue_token(admin, "carol")  # a second session for carol... replaces the first
+    assert_error(carol.get("/me"), 401, "INVALID_TOKEN")
+    headers = {
+        "IM-CLIENT-KEY": app_keys.client_key,
+        "IM-Authorization": other,
+        "IM-Device-ID": "d1",
+    }
+    with server.client(**headers) as session:
+        assert ok(session.post("/me/logout"))["client"] == "carol"
+        assert_error(session.get("/me"), 401, "INVALID_TOKEN")
+    assert server.call(lambda s: s.devices.devices(app_keys.id, "carol")) == []
