@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -129,3 +130,36 @@ def test_mute_notifications_devices_and_logout(
         assert ok(session.post("/me/logout"))["client"] == "carol"
         assert_error(session.get("/me"), 401, "INVALID_TOKEN")
     assert server.call(lambda s: s.devices.devices(app_keys.id, "carol")) == []
+
+
+def test_quitted_rooms_and_rejoining(people: dict[str, httpx.Client]) -> None:
+    alice, bob = people["alice"], people["bob"]
+    room_id = ok(alice.post("/rooms/createAndJoin", json={"name": "Old", "invitee": ["bob"]}))[
+        "_id"
+    ]
+    ok(bob.post(f"/rooms/{room_id}/delete/members", json={"members": ["bob"]}))
+    quitted = ok(bob.get("/rooms/quitted"))
+    assert [r["_id"] for r in quitted["data"]] == [room_id]
+    assert quitted["data"][0]["name"] == "Old" and "quittedAt" in quitted["data"][0]["pref"]
+    ok(bob.post(f"/rooms/{room_id}/join", json={}))
+    assert ok(bob.get("/rooms/quitted"))["totalCount"] == 0
+
+
+def test_rooms_filtered_by_the_callers_preferences(people: dict[str, httpx.Client]) -> None:
+    alice = people["alice"]
+    work = ok(alice.post("/rooms/createAndJoin", json={"name": "Work"}))["_id"]
+    home = ok(alice.post("/rooms/createAndJoin", json={"name": "Home"}))["_id"]
+    ok(alice.post(f"/roomPrefs/{work}", json={"tags": ["job", "daily"], "folder": "A"}))
+    ok(alice.post(f"/roomPrefs/{home}", json={"tags": ["family"], "hidden": True}))
+
+    def names(pref: dict[str, object]) -> list[str]:
+        listed = ok(alice.get("/rooms", params={"pref": json.dumps(pref)}))
+        return sorted(r["name"] for r in listed["data"])
+
+    assert names({"tags": "job"}) == ["Work"]
+    assert names({"tags": {"$in": ["job", "family"]}}) == ["Home", "Work"]
+    assert names({"tags": {"$all": ["job", "daily"]}}) == ["Work"]
+    assert names({"folder": "A"}) == ["Work"]
+    assert names({"hidden": True}) == ["Home"]
+    bad = alice.get("/rooms", params={"pref": json.dumps({"colour": "x"})})
+    assert_error(bad, 400, "INVALID_QUERY")

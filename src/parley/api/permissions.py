@@ -34,6 +34,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/rooms/createAndJoin"): USER,
     ("GET", "/rooms"): USER,
     ("GET", "/rooms/ids"): USER,
+    ("GET", "/rooms/quitted"): USER,
     ("GET", "/rooms/{room_id}"): USER,
     ("GET", "/rooms/{room_id}/exists"): USER,
     ("PUT", "/rooms/{room_id}"): USER,

@@ -151,6 +151,65 @@ class PrefService:
         ).scalars()
         return {r.room_id: room_pref_public(r, r.room_id) for r in rows}
 
+    async def mark_quitted(
+        self, s: AsyncSession, app_id: str, room_id: str, user_ids: list[str], at: int | None
+    ) -> None:
+        """Record (``at``) or clear (None) that users left a room, in their RoomPref, as
+        ``GET /rooms/quitted`` reads it."""
+        for user_id in user_ids:
+            row = await s.get(RoomPrefRow, (app_id, user_id, "", room_id))
+            if row is None and at is None:
+                continue
+            if row is None:
+                row = RoomPrefRow(
+                    app_id=app_id,
+                    user_id=user_id,
+                    grp="",
+                    room_id=room_id,
+                    data={},
+                    updated_at=at or now_ms(),
+                )
+                s.add(row)
+            data = {k: v for k, v in row.data.items() if k not in ("quittedAt", "quittedAtMS")}
+            if at is not None:
+                data.update(quittedAt=iso(at), quittedAtMS=at)
+            row.data = data
+
+    async def quitted_prefs(
+        self, s: AsyncSession, app_id: str, user_id: str
+    ) -> dict[str, dict[str, Any]]:
+        rows = (
+            await s.execute(
+                select(RoomPrefRow).where(
+                    RoomPrefRow.app_id == app_id,
+                    RoomPrefRow.user_id == user_id,
+                    RoomPrefRow.grp == "",
+                )
+            )
+        ).scalars()
+        return {r.room_id: room_pref_public(r, r.room_id) for r in rows if "quittedAt" in r.data}
+
+    async def rooms_matching(
+        self, s: AsyncSession, app_id: str, user_id: str, pref_filter: Any
+    ) -> list[str]:
+        """Rooms whose own preferences match ``pref`` of ``GET /rooms``: ``{"tags": "x"}``,
+        ``{"tags": {"$in": [...]}}``, ``{"folder": "f"}``, ``{"hidden": false}``, ..."""
+        if not isinstance(pref_filter, dict) or not pref_filter:
+            raise InvalidRequest("pref must be a JSON object", code="INVALID_QUERY")
+        for key in pref_filter:
+            if key not in ROOM_PREF_KEYS:
+                raise InvalidRequest(f"Cannot filter on preference {key!r}", code="INVALID_QUERY")
+        rows = (
+            await s.execute(
+                select(RoomPrefRow).where(
+                    RoomPrefRow.app_id == app_id,
+                    RoomPrefRow.user_id == user_id,
+                    RoomPrefRow.grp == "",
+                )
+            )
+        ).scalars()
+        return [r.room_id for r in rows if _pref_matches(r.data, pref_filter)]
+
     async def _require_room(self, s: AsyncSession, app_id: str, room_id: str) -> None:
         if await s.get(RoomRow, (app_id, room_id)) is None:
             raise NotFound(f"Room {room_id!r} not found", code="ROOM_NOT_FOUND")
@@ -215,6 +274,26 @@ class PrefService:
         if row is None:
             raise NotFound(f"No preference {key!r}", code="CONFIG_NOT_FOUND")
         return {"key": key, "data": row.data}
+
+
+def _pref_matches(data: dict[str, Any], pref_filter: dict[str, Any]) -> bool:
+    for key, wanted in pref_filter.items():
+        have = data.get(key)
+        values = have if isinstance(have, list) else [have]
+        if isinstance(wanted, dict):
+            if set(wanted) - {"$in", "$all", "$ne"} or not all(
+                isinstance(v, list) for k, v in wanted.items() if k != "$ne"
+            ):
+                raise InvalidRequest("pref operators are $in, $all and $ne", code="INVALID_QUERY")
+            if "$in" in wanted and not set(map(str, values)) & set(map(str, wanted["$in"])):
+                return False
+            if "$all" in wanted and not set(map(str, wanted["$all"])) <= set(map(str, values)):
+                return False
+            if "$ne" in wanted and wanted["$ne"] in values:
+                return False
+        elif wanted not in values:
+            return False
+    return True
 
 
 def _valid_key(key: str) -> None:

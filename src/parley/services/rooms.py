@@ -189,6 +189,8 @@ class RoomService:
                     await self._system(s, room, user_id, "joinRoom", [user_id])
             if invitation is not None:  # joining accepts the invitation
                 await s.delete(invitation)
+            if member is None:
+                await self._prefs.mark_quitted(s, room.app_id, room.id, [user_id], None)
             view = await self._view(s, room, caller)
         if member is None:
             await self._events.publish(
@@ -240,6 +242,11 @@ class RoomService:
             if after is not None:
                 base = base.where(activity > after)
             base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
+            if params.get("pref") is not None:
+                matching = await self._prefs.rooms_matching(
+                    s, caller.app_id, _acting(caller), params["pref"]
+                )
+                base = base.where(room_col.in_(matching))
             total = (await s.execute(select(func.count()).select_from(base.subquery()))).scalar()
             ordering: list[Any] = []
             if unread_first and badge is not None:
@@ -273,6 +280,37 @@ class RoomService:
             if limit:
                 query = query.limit(limit)
             return {"totalCount": total, "data": list((await s.execute(query)).scalars())}
+
+    async def quitted(self, caller: Principal) -> dict[str, Any]:
+        """``GET /rooms/quitted``: rooms the caller left or was removed from."""
+        user_id = _acting(caller)
+        async with self._db.read() as s:
+            prefs = await self._prefs.quitted_prefs(s, caller.app_id, user_id)
+            rooms = await self._rooms_by_id(s, caller.app_id, list(prefs))
+            current: set[str] = set()
+            if prefs:
+                result = await s.execute(
+                    select(RoomMemberRow.room_id).where(
+                        RoomMemberRow.app_id == caller.app_id,
+                        RoomMemberRow.user_id == user_id,
+                        RoomMemberRow.room_id.in_(list(prefs)),
+                    )
+                )
+                current = set(result.scalars())
+        data: list[dict[str, Any]] = [
+            {
+                "_id": r.id,
+                "id": r.id,
+                "name": r.name,
+                "cover": r.cover,
+                "roomType": r.room_type,
+                "pref": prefs[r.id],
+            }
+            for r in rooms.values()
+            if r.id not in current
+        ]
+        data.sort(key=lambda room: -int(room["pref"].get("quittedAtMS", 0)))
+        return {"totalCount": len(data), "data": data}
 
     # -- change -----------------------------------------------------------------------
 
@@ -577,6 +615,7 @@ class RoomService:
             gone = [u for u in dict.fromkeys(leaving) if u in present]
             for user_id in gone:
                 await s.delete(present[user_id])
+            await self._prefs.mark_quitted(s, room.app_id, room.id, gone, now_ms())
             if room.owner in gone:
                 room.owner = None
             await s.flush()

@@ -58,6 +58,7 @@ async def list_rooms(
     updatedAfter: Annotated[str | None, Query(max_length=40)] = None,
     q: Annotated[str | None, Query(max_length=4096)] = None,
     sortUnreadFirst: Annotated[str | None, Query(max_length=8)] = None,
+    pref: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> JSONResponse:
     params = {
         "skip": skip,
@@ -66,6 +67,7 @@ async def list_rooms(
         "updatedAfter": updatedAfter,
         "q": _json_query(q, "q"),
         "sortUnreadFirst": sortUnreadFirst,
+        "pref": _json_query(pref, "pref"),
     }
     return ok(await services_of(request).rooms.list_rooms(caller_of(request), params))
 
@@ -78,6 +80,11 @@ async def room_ids(
 ) -> JSONResponse:
     params = {"skip": skip, "limit": limit}
     return ok(await services_of(request).rooms.ids(caller_of(request), params))
+
+
+@router.get("/rooms/quitted", summary="Rooms the caller has left")
+async def quitted_rooms(request: Request) -> JSONResponse:
+    return ok(await services_of(request).rooms.quitted(caller_of(request)))
 
 
 @router.get("/rooms/invitations", summary="Invitations waiting for the caller")
