@@ -19,7 +19,7 @@ from parley.api.deps import AuthorizedRoute
 from parley.api.errors import error_response, install_error_handlers
 from parley.api.permissions import access_for
 from parley.api.responses import JSONResponse
-from parley.api.routes import clients, health, me, prefs, rooms
+from parley.api.routes import clients, groups, health, me, prefs, rooms
 from parley.config import Settings
 from parley.services.container import Services
 
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # A plain attribute rather than app.state: read on every request (see bench/auth.py).
     app.parley_services = svc  # type: ignore[attr-defined]
     install_error_handlers(app)
-    for module in (health, me, clients, rooms, prefs):
+    for module in (health, me, clients, groups, rooms, prefs):
         # Routes join the app's own table rather than nested routers: one level of
         # matching per request instead of three (see bench/auth.py).
         app.router.routes.extend(module.router.routes)

@@ -26,6 +26,9 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("GET", "/admin/clients/{client_id}"): ADMIN,
     ("PUT", "/admin/clients/{client_id}/token"): ADMIN,
     ("DELETE", "/admin/clients/{client_id}/token"): ADMIN,
+    # User groups (contract §3.3)
+    ("POST", "/admin/groups"): ADMIN,
+    ("GET", "/admin/groups"): ADMIN,
     # The current user (contract §3.2)
     ("GET", "/me"): USER,
     ("POST", "/me"): USER,

@@ -152,3 +152,10 @@ class DeviceSubscription(BaseModel):
     token: str | None = Field(default=None, max_length=4096)
     deviceId: str | None = Field(default=None, max_length=255)
     clientId: str | None = Field(default=None, max_length=255)
+
+
+class GroupUpsert(_Open):
+    id: str | None = Field(default=None, alias="_id", min_length=1, max_length=255)
+    nickname: str | None = Field(default=None, max_length=255)
+    avatarUrl: str | None = Field(default=None, max_length=4096)
+    members: list[str] | None = None

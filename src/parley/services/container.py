@@ -16,6 +16,7 @@ from parley.services.auth import Authenticator
 from parley.services.changes import CHANNEL, Change, ChangeFeed
 from parley.services.devices import DeviceService
 from parley.services.events import EventBus
+from parley.services.groups import GroupService
 from parley.services.keys import KeyService
 from parley.services.prefs import PrefService
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
@@ -58,10 +59,12 @@ class Services:
         self.events = EventBus(self.broker)
         self.prefs = PrefService(self.db, self.events)
         self.devices = DeviceService(self.db, self.users)
+        self.groups = GroupService(self.db, self.users)
         self.rooms = RoomService(
             self.db,
             self.users,
             self.prefs,
+            self.groups,
             self.events,
             RoomLimits(
                 max_members=settings.max_room_members,

@@ -44,12 +44,14 @@ from parley.services.events import (
     Event,
     EventBus,
 )
+from parley.services.groups import GroupService, groups_of
 from parley.services.ids import direct_room_id, object_id
 from parley.services.messages import append_message, message_public
 from parley.services.prefs import PrefService
 from parley.services.users import LATEST_TIME_MS, UserService, user_embedded
 from parley.storage.db import Database
 from parley.storage.tables import (
+    GroupRow,
     InvitationRow,
     MessageRow,
     RoomMemberRow,
@@ -89,12 +91,14 @@ class RoomService:
         db: Database,
         users: UserService,
         prefs: PrefService,
+        groups: GroupService,
         events: EventBus,
         limits: RoomLimits,
     ) -> None:
         self._db = db
         self._users = users
         self._prefs = prefs
+        self._groups = groups
         self._events = events
         self.limits = limits
 
@@ -221,6 +225,7 @@ class RoomService:
             activity: Any
             badge: Any = None
             base: Any
+            grouped = False
             if caller.user_id is None:  # the API Key without IM-CLIENT-ID: the app's rooms
                 room_col: Any = RoomRow.id
                 activity = func.coalesce(RoomRow.last_message_at, RoomRow.created_at)
@@ -229,10 +234,16 @@ class RoomService:
                 room_col = RoomMemberRow.room_id
                 activity = RoomMemberRow.activity_at
                 badge = RoomMemberRow.badge
+                holders = [caller.user_id, *await groups_of(s, caller.app_id, caller.user_id)]
                 base = select(RoomMemberRow.room_id).where(
                     RoomMemberRow.app_id == caller.app_id,
-                    RoomMemberRow.user_id == caller.user_id,
+                    RoomMemberRow.user_id.in_(holders),
                 )
+                grouped = len(holders) > 1  # a room may come directly and through a group
+                if grouped:
+                    base = base.group_by(RoomMemberRow.room_id)
+                    activity = func.max(RoomMemberRow.activity_at)
+                    badge = func.max(RoomMemberRow.badge)
                 if any(key == "created" for key, _ in order):
                     base = base.join(
                         RoomRow,
@@ -240,7 +251,7 @@ class RoomService:
                         & (RoomRow.id == RoomMemberRow.room_id),
                     )
             if after is not None:
-                base = base.where(activity > after)
+                base = base.having(activity > after) if grouped else base.where(activity > after)
             base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
             if params.get("pref") is not None:
                 matching = await self._prefs.rooms_matching(
@@ -251,8 +262,9 @@ class RoomService:
             ordering: list[Any] = []
             if unread_first and badge is not None:
                 ordering.append((badge > 0).desc())
+            created: Any = func.max(RoomRow.created_at) if grouped else RoomRow.created_at
             for key, descending in order:
-                column = activity if key == "activity" else RoomRow.created_at
+                column = activity if key == "activity" else created
                 ordering.append(column.desc() if descending else column.asc())
             ordering.append(room_col.asc())
             page = base.order_by(*ordering).offset(skip)
@@ -735,9 +747,25 @@ class RoomService:
     async def _member(
         self, s: AsyncSession, room: RoomRow, user_id: str | None
     ) -> RoomMemberRow | None:
+        """The user's membership: its own, or else that of a group it belongs to."""
         if user_id is None:
             return None
-        return await s.get(RoomMemberRow, (room.app_id, room.id, user_id))
+        own = await s.get(RoomMemberRow, (room.app_id, room.id, user_id))
+        if own is not None:
+            return own
+        groups = await groups_of(s, room.app_id, user_id)
+        if not groups:
+            return None
+        via_group = await s.execute(
+            select(RoomMemberRow)
+            .where(
+                RoomMemberRow.app_id == room.app_id,
+                RoomMemberRow.room_id == room.id,
+                RoomMemberRow.user_id.in_(groups),
+            )
+            .limit(1)
+        )
+        return via_group.scalar_one_or_none()
 
     async def _members(self, s: AsyncSession, room: RoomRow) -> list[RoomMemberRow]:
         return list(
@@ -782,6 +810,10 @@ class RoomService:
                 )
             ).scalars()
         )
+        groups = await s.execute(
+            select(GroupRow.id).where(GroupRow.app_id == app_id, GroupRow.id.in_(user_ids))
+        )
+        found.update(groups.scalars())  # a group id stands for all its members
         unknown = [u for u in user_ids if u not in found]
         if unknown:
             raise NotFound(f"Unknown clients: {', '.join(unknown[:10])}", code="CLIENT_NOT_FOUND")
@@ -872,12 +904,19 @@ class RoomService:
         if caller.user_id:
             people.add(caller.user_id)
         profiles = await self._users.profiles(app_id, sorted(people))
+        missing = sorted(people - set(profiles))
+        profiles.update(await self._groups.embedded(s, app_id, missing))
         prefs = await self._prefs.prefs_for_rooms(s, app_id, caller.user_id, ids)
         muted_rooms = set(profiles.get(caller.user_id or "", {}).get("mute") or [])
+        holders = [caller.user_id]
+        if caller.user_id:
+            holders += await groups_of(s, app_id, caller.user_id)
         views = []
         for room in rooms:
             members = by_room[room.id]
-            mine = next((m for m in members if m.user_id == caller.user_id), None)
+            mine = next((m for m in members if m.user_id == caller.user_id), None) or next(
+                (m for m in members if m.user_id in holders), None
+            )
             last = last_rows.get(room.last_message_id or "")
             view = room_public(room, members, profiles)
             if last is not None:
@@ -910,7 +949,10 @@ def room_public(
         "owner": room.owner,
         "managers": [m.user_id for m in members if m.is_manager],
         "members": [
-            user_embedded(profiles[m.user_id])
+            # Groups arrive already embedded (clientType "group", with their members).
+            profiles[m.user_id]
+            if profiles.get(m.user_id, {}).get("clientType") == "group"
+            else user_embedded(profiles[m.user_id])
             if m.user_id in profiles
             else {"_id": m.user_id, "id": m.user_id}
             for m in members

@@ -98,7 +98,7 @@ EMBEDDED_FIELDS = (
 
 def user_embedded(profile: dict[str, Any]) -> dict[str, Any]:
     """The short Client form embedded as a message sender or room member."""
-    return {k: profile.get(k) for k in EMBEDDED_FIELDS}
+    return {**{k: profile.get(k) for k in EMBEDDED_FIELDS}, "clientType": "user"}
 
 
 def token_record(row: UserTokenRow, user_id: str) -> dict[str, Any]:

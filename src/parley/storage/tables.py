@@ -309,3 +309,34 @@ class DeviceRow(Base):
     type: Mapped[str] = mapped_column(String(16))
     token: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class GroupRow(Base):
+    """A user group: a virtual user whose id can stand in a room's members, giving every
+    member of the group access to the room. Group ids share the users' id space."""
+
+    __tablename__ = "user_groups"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    nickname: Mapped[str] = mapped_column(String(255))
+    avatar_url: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "user_group_members"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "group_id"], ["user_groups.app_id", "user_groups.id"], ondelete="CASCADE"
+        ),
+        Index("ix_user_group_members_user", "app_id", "user_id"),
+    )
