@@ -197,3 +197,16 @@ def test_a_room_of_another_app_is_not_found(
     with server.client(**{"IM-API-KEY": other.api_key}) as stranger:
         assert_error(stranger.get(f"/rooms/{room_id}"), 404, "ROOM_NOT_FOUND")
         assert ok(stranger.get(f"/rooms/{room_id}/exists")) == {"exists": False}
+
+
+def test_typing_reaches_the_room(people: dict[str, httpx.Client], events: Recorder) -> None:
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    room_id = ok(alice.post("/rooms/createAndJoin", json={"invitee": ["bob"]}))["_id"]
+    assert ok(bob.post(f"/rooms/{room_id}/typing", json={"message": "…"})) == {
+        "message": "…",
+        "room": room_id,
+        "sender": "bob",
+    }
+    typing = events.wait_for("typing", room_id)
+    assert typing.data["sender"] == "bob" and typing.data["senderInfo"]["nickname"] == "Bob"
+    assert_error(carol.post(f"/rooms/{room_id}/typing", json={}), 403, "NOT_ROOM_MEMBER")

@@ -48,3 +48,36 @@ def test_errors_carry_the_code(server: Server, app_keys: AppKeys) -> None:
     ):
         down.list_users()
     assert e.value.error == "CONNECTION_ERROR"
+
+
+def test_room_calls(server: Server, app_keys: AppKeys) -> None:
+    with AdminClient(server.url, app_keys.api_key) as admin:
+        tokens = {u: admin.create_user(u, issue_token=True)["token"] for u in ("ivy", "jon")}
+        admin.upsert_group("crew", "Crew", ["jon"])
+        assert admin.groups()["totalCount"] == 1
+        lobby = admin.create_admin_room("lobby", members=["ivy", "crew"], owner="ivy")
+        assert lobby["owner"] == "ivy"
+    with (
+        Client(server.url, app_keys.client_key, tokens["ivy"]) as ivy,
+        Client(server.url, app_keys.client_key, tokens["jon"]) as jon,
+    ):
+        room = ivy.create_room(name="Plan", invitees=["jon"], invitationRequired=True)
+        assert jon.invitations()["totalCount"] == 1
+        assert [m["_id"] for m in jon.join_room(room["_id"])["members"]] == ["ivy", "jon"]
+        assert ivy.rooms(sort="-createdTime")["data"][0]["_id"] == room["_id"]
+        ivy.set_member_property(room["_id"], "jon", "role", "admin")
+        assert ivy.update_room(room["_id"], name="Plan B")["name"] == "Plan B"
+        assert jon.set_room_pref(room["_id"], tags=["x"])["tags"] == ["x"]
+        assert jon.rooms(pref={"tags": "x"})["totalCount"] == 1
+        jon.set_pref("theme", {"dark": True})
+        assert jon.prefs() == {"theme": {"dark": True}}
+        last = ivy.room(room["_id"])["lastMessage"]["_id"]
+        assert jon.mark_read(room["_id"], last)["badge"] == 0
+        jon.remove_members(room["_id"], ["jon"])
+        with pytest.raises(ParleyAPIError) as gone:
+            jon.room(room["_id"])
+        assert gone.value.error == "NOT_ROOM_MEMBER"
+        ivy.delete_room(room["_id"])
+        assert "lobby" in [r["_id"] for r in jon.rooms()["data"]]  # through the crew group
+    with AdminClient(server.url, app_keys.api_key, acting_as="ivy") as acting:
+        assert acting.room("lobby")["isSuperuser"] is True

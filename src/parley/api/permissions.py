@@ -49,6 +49,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/rooms/{room_id}/delete/members"): USER,
     ("PUT", "/rooms/{room_id}/member/{client_id}"): USER,
     ("PUT", "/rooms/{room_id}/lastRead"): USER,
+    ("POST", "/rooms/{room_id}/typing"): USER,
     # Invitations (contract §3.5)
     ("GET", "/rooms/invitations"): USER,
     ("GET", "/rooms/{room_id}/invitations"): USER,

@@ -159,3 +159,7 @@ class GroupUpsert(_Open):
     nickname: str | None = Field(default=None, max_length=255)
     avatarUrl: str | None = Field(default=None, max_length=4096)
     members: list[str] | None = None
+
+
+class Typing(BaseModel):
+    message: str | None = Field(default=None, max_length=1000)

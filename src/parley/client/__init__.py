@@ -92,15 +92,129 @@ class _Base:
         return body.get("result")
 
 
+class _RoomCalls(_Base):
+    """Rooms, members, invitations and preferences: the calls both clients share. An
+    ``AdminClient`` acts as a user in them when built with ``acting_as=user_id``."""
+
+    def create_room(
+        self, *, invitees: list[str] | str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """``POST /rooms/createAndJoin``: the caller joins; ``invitees`` are added (or
+        invited, with ``invitationRequired=True``)."""
+        body = {**fields}
+        if invitees is not None:
+            body["invitee"] = invitees
+        result: dict[str, Any] = self._call("POST", "/rooms/createAndJoin", json=body)
+        return result
+
+    def rooms(self, **params: Any) -> dict[str, Any]:
+        """``GET /rooms``: ``skip``, ``limit``, ``sort``, ``updatedAfter``, ``q`` and
+        ``pref`` (dicts are sent as JSON), ``sortUnreadFirst``."""
+        import json
+
+        query = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in params.items()}
+        result: dict[str, Any] = self._call("GET", "/rooms", params=query)
+        return result
+
+    def room(self, room_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/rooms/{_quote(room_id)}")
+        return result
+
+    def update_room(self, room_id: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("PUT", f"/rooms/{_quote(room_id)}", json=fields)
+        return result
+
+    def delete_room(self, room_id: str) -> None:
+        self._call("DELETE", f"/rooms/{_quote(room_id)}")
+
+    def join_room(self, room_id: str, *, system_message: bool = True) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/rooms/{_quote(room_id)}/join", json={"systemMessage": system_message}
+        )
+        return result
+
+    def add_members(
+        self,
+        room_id: str,
+        invitees: list[str],
+        *,
+        system_message: bool = False,
+        invitation_required: bool = False,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/rooms/{_quote(room_id)}/members",
+            json={
+                "invitees": invitees,
+                "systemMessage": system_message,
+                "invitationRequired": invitation_required,
+            },
+        )
+        return result
+
+    def remove_members(
+        self, room_id: str, members: list[str], *, system_message: bool = False
+    ) -> dict[str, Any]:
+        """Remove members; your own id leaves the room."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/rooms/{_quote(room_id)}/delete/members",
+            json={"members": members, "systemMessage": system_message},
+        )
+        return result
+
+    def set_member_property(
+        self, room_id: str, client_id: str, prop: str, value: Any
+    ) -> dict[str, Any]:
+        """``role`` (admin|member) or a custom property of a member."""
+        result: dict[str, Any] = self._call(
+            "PUT",
+            f"/rooms/{_quote(room_id)}/member/{_quote(client_id)}",
+            json={"property": prop, "value": value},
+        )
+        return result
+
+    def mark_read(self, room_id: str, message_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT", f"/rooms/{_quote(room_id)}/lastRead", json={"message": message_id}
+        )
+        return result
+
+    def invitations(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/rooms/invitations")
+        return result
+
+    def decline(self, room_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/rooms/{_quote(room_id)}/invitations")
+        return result
+
+    def set_room_pref(self, room_id: str, **prefs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/roomPrefs/{_quote(room_id)}", json=prefs)
+        return result
+
+    def set_pref(self, key: str, data: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/me/pref/{_quote(key)}", json=data)
+        return result
+
+    def prefs(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/me/prefs")
+        return result
+
+
 def _iso(value: datetime | str | int) -> str | int:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-class AdminClient(_Base):
+class AdminClient(_RoomCalls):
     """The customer's backend: full rights over one application's users (API Key)."""
 
-    def __init__(self, domain: str, api_key: str, **options: Any) -> None:
-        super().__init__(domain, {"IM-API-KEY": api_key}, **options)
+    def __init__(
+        self, domain: str, api_key: str, *, acting_as: str | None = None, **options: Any
+    ) -> None:
+        headers = {"IM-API-KEY": api_key}
+        if acting_as:
+            headers["IM-CLIENT-ID"] = acting_as
+        super().__init__(domain, headers, **options)
 
     def health(self) -> bool:
         return bool(self._http.get("/health").status_code == 200)
@@ -166,6 +280,26 @@ class AdminClient(_Base):
         )
         return result
 
+    def create_admin_room(self, room_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        """``POST /rooms``: a room with the listed ``members`` (the caller does not join)."""
+        body = {**fields, **({"_id": room_id} if room_id else {})}
+        result: dict[str, Any] = self._call("POST", "/rooms", json=body)
+        return result
+
+    def upsert_group(
+        self, group_id: str, nickname: str, members: list[str], **fields: Any
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/admin/groups",
+            json={"_id": group_id, "nickname": nickname, "members": members, **fields},
+        )
+        return result
+
+    def groups(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/admin/groups")
+        return result
+
     def revoke_tokens(self, user_id: str, token: str | None = None) -> int:
         """Revoke one token of the user, or all of them; returns how many were revoked."""
         body = {"token": token} if token is not None else {}
@@ -178,7 +312,7 @@ class AdminClient(_Base):
         return result
 
 
-class Client(_Base):
+class Client(_RoomCalls):
     """One user of an application: the public Client Key plus the user's token."""
 
     def __init__(self, domain: str, client_key: str, token: str, **options: Any) -> None:

@@ -22,6 +22,7 @@ ROOM = "room"  # a room was created, changed, or its members changed
 ROOM_DELETED = "roomDeleted"
 CHAT_MESSAGE = "chat message"
 LAST_READ = "lastRead"
+TYPING = "typing"  # to the room's members other than the sender
 INVITATION = "invitation"
 CANCEL_INVITATION = "cancelInvitation"
 ROOM_PREF = "roomPref"

@@ -41,6 +41,7 @@ from parley.services.events import (
     LAST_READ,
     ROOM,
     ROOM_DELETED,
+    TYPING,
     Event,
     EventBus,
 )
@@ -449,6 +450,26 @@ class RoomService:
             [Event(caller.app_id, ROOM, view, rooms=[room.id], users=new), *invitations]
         )
         return view
+
+    async def typing(self, caller: Principal, room_id: str, message: Any) -> dict[str, Any]:
+        """``POST /rooms/{id}/typing``: tell the other members the caller is typing."""
+        user_id = _acting(caller)
+        if message is not None and (not isinstance(message, str) or len(message) > 1000):
+            raise InvalidRequest("message must be a short string")
+        async with self._db.read() as s:
+            room = await self._room(s, caller.app_id, room_id)
+            if await self._member(s, room, user_id) is None:
+                raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
+        profile = await self._users.profile(caller.app_id, user_id)
+        data = {
+            "room": room.id,
+            "sender": user_id,
+            "senderInfo": {k: profile.get(k) for k in ("_id", "nickname", "avatarUrl", "isRobot")},
+        }
+        if message is not None:
+            data["message"] = message
+        await self._events.publish([Event(caller.app_id, TYPING, data, rooms=[room.id])])
+        return {"message": message, "room": room.id, "sender": user_id}
 
     # -- invitations ----------------------------------------------------------------------
 

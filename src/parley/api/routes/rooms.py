@@ -20,6 +20,7 @@ from parley.api.schemas import (
     RoomCreate,
     RoomJoin,
     RoomUpdate,
+    Typing,
 )
 from parley.services.errors import InvalidRequest
 
@@ -200,3 +201,11 @@ async def cancel_invitation(request: Request, room_id: str, invitee: str) -> JSO
 @router.delete("/rooms/{room_id}/invitations", summary="Decline an invitation")
 async def decline_invitation(request: Request, room_id: str) -> JSONResponse:
     return ok(await services_of(request).rooms.decline(caller_of(request), room_id))
+
+
+@router.post("/rooms/{room_id}/typing", summary="Tell the room the caller is typing")
+async def typing(
+    request: Request, room_id: str, body: Annotated[Typing | None, Body()] = None
+) -> JSONResponse:
+    rooms = services_of(request).rooms
+    return ok(await rooms.typing(caller_of(request), room_id, body.message if body else None))
