@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 from parley.services.auth import Principal
 from parley.services.clock import now_ms
 from parley.services.errors import InvalidRequest, NotFound
+from parley.services.prefs import require_acting_user
 from parley.services.users import UserService
 from parley.storage.db import Database
 from parley.storage.tables import DeviceRow, RoomRow
@@ -47,6 +48,7 @@ class DeviceService:
         token = _text(body.get("token"), "token", 4096)
         device_id = _text(body.get("deviceId") or token[:255], "deviceId", 255)
         async with self._db.write() as s:
+            await require_acting_user(s, caller)
             row = await s.get(DeviceRow, (caller.app_id, user_id, device_id))
             if row is None:
                 s.add(

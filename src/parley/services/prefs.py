@@ -3,6 +3,7 @@ free per-user keys (``/me/pref``). Each change is published to the user's own so
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ from parley.services.clock import iso, now_ms
 from parley.services.errors import InvalidRequest, NotFound, TooLarge
 from parley.services.events import MY_PREF_CHANGE, MY_PREF_DELETE, ROOM_PREF, Event, EventBus
 from parley.storage.db import Database
-from parley.storage.tables import RoomPrefRow, RoomRow, UserPrefRow
+from parley.storage.tables import RoomPrefRow, RoomRow, UserPrefRow, UserRow
 
 MAX_PREF_BYTES = 65_536
 _BOOLS = ("muted", "sticky", "hidden", "translation")
@@ -27,6 +28,15 @@ def _acting(caller: Principal) -> str:
             "With the API Key, name the user in the IM-CLIENT-ID header", code="MISSING_PARAMETER"
         )
     return caller.user_id
+
+
+async def require_acting_user(s: AsyncSession, caller: Principal) -> str:
+    """The user a write acts for; with the API Key, that user must exist (a token names
+    an existing user by construction)."""
+    user_id = _acting(caller)
+    if caller.is_admin and await s.get(UserRow, (caller.app_id, user_id)) is None:
+        raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
+    return user_id
 
 
 def room_pref_public(row: RoomPrefRow | None, room_id: str) -> dict[str, Any]:
@@ -74,9 +84,9 @@ class PrefService:
         self, caller: Principal, room_id: str, body: dict[str, Any], group: str = ""
     ) -> dict[str, Any]:
         """Merge ``body`` into the caller's preferences for ``room_id``."""
-        user_id = _acting(caller)
         changes = _valid_room_pref(body)
         async with self._db.write() as s:
+            user_id = await require_acting_user(s, caller)
             await self._require_room(s, caller.app_id, room_id)
             row = await s.get(RoomPrefRow, (caller.app_id, user_id, group, room_id))
             if row is None:
@@ -104,11 +114,14 @@ class PrefService:
         if key not in ROOM_PREF_KEYS:
             raise InvalidRequest(f"Unknown preference {key!r}")
         async with self._db.write() as s:
+            await self._require_room(s, caller.app_id, room_id)
             row = await s.get(RoomPrefRow, (caller.app_id, user_id, group, room_id))
             if row is not None:
                 row.data = {k: v for k, v in row.data.items() if k != key}
                 row.updated_at = now_ms()
             result = room_pref_public(row, room_id)
+        if group:
+            result["group"] = group
         await self._events.publish([Event(caller.app_id, ROOM_PREF, result, users=[user_id])])
         return result
 
@@ -217,11 +230,18 @@ class PrefService:
     # -- /me/pref ----------------------------------------------------------------------
 
     async def set_user_pref(self, caller: Principal, key: str, data: Any) -> dict[str, Any]:
-        user_id = _acting(caller)
         _valid_key(key)
-        if len(orjson.dumps(data)) > MAX_PREF_BYTES:
+        try:
+            size = len(orjson.dumps(data))
+            json.dumps(data, allow_nan=False)  # NaN and Infinity are not JSON
+        except (orjson.JSONEncodeError, ValueError, TypeError):
+            raise InvalidRequest(
+                "A preference must be plain JSON: 64-bit integers, no NaN, nesting under 250"
+            ) from None
+        if size > MAX_PREF_BYTES:
             raise TooLarge(f"A preference holds at most {MAX_PREF_BYTES} bytes")
         async with self._db.write() as s:
+            user_id = await require_acting_user(s, caller)
             row = await s.get(UserPrefRow, (caller.app_id, user_id, key))
             if row is None:
                 s.add(

@@ -56,6 +56,7 @@ from parley.storage.tables import (
     InvitationRow,
     MessageRow,
     RoomMemberRow,
+    RoomPrefRow,
     RoomRow,
     RoomTagRow,
     UserRow,
@@ -383,25 +384,31 @@ class RoomService:
             if not (caller.is_admin or room.owner == caller.user_id):
                 raise InsufficientPermissions("Only the owner may delete the room")
             members = [m.user_id for m in await self._members(s, room)]
-            await s.execute(
-                delete(MessageRow).where(
-                    MessageRow.app_id == room.app_id, MessageRow.room_id == room.id
-                )
+            invitees = list(
+                (
+                    await s.execute(
+                        select(InvitationRow.invitee).where(
+                            InvitationRow.app_id == room.app_id, InvitationRow.room_id == room.id
+                        )
+                    )
+                ).scalars()
             )
-            for table in (RoomMemberRow, RoomTagRow, InvitationRow):
+            # Everything of the room goes, preferences too: a later room with the same id
+            # (direct rooms have fixed ids) starts clean.
+            for table in (MessageRow, RoomMemberRow, RoomTagRow, InvitationRow, RoomPrefRow):
                 await s.execute(
                     delete(table).where(table.app_id == room.app_id, table.room_id == room.id)
                 )
             await s.delete(room)
+        gone = {"_id": room.id, "id": room.id}
         await self._events.publish(
             [
-                Event(
-                    caller.app_id,
-                    ROOM_DELETED,
-                    {"_id": room.id, "id": room.id},
-                    rooms=[room.id],
-                    users=members,
-                )
+                Event(caller.app_id, ROOM_DELETED, gone, rooms=[room.id], users=members),
+                *(
+                    [Event(caller.app_id, CANCEL_INVITATION, {"room": room.id}, users=invitees)]
+                    if invitees
+                    else []
+                ),
             ]
         )
         return {"n": 1, "ok": 1}
@@ -438,6 +445,14 @@ class RoomService:
                 invitations = await self._invite(s, room, caller.user_id, new)
                 new = []
             await self._check_capacity(s, room, len(new))
+            if new:  # added directly: any pending invitation is settled
+                await s.execute(
+                    delete(InvitationRow).where(
+                        InvitationRow.app_id == room.app_id,
+                        InvitationRow.room_id == room.id,
+                        InvitationRow.invitee.in_(new),
+                    )
+                )
             now = now_ms()
             for user_id in new:
                 s.add(_membership(room, user_id, now))
@@ -525,6 +540,10 @@ class RoomService:
         cancelled = _id_list(invitees, "invitees")
         if not cancelled:
             raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
+        if len(cancelled) > self.limits.max_invitees:
+            raise TooLarge(
+                f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
+            )
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
