@@ -5,13 +5,14 @@ server, in the same run.
     python bench/rooms.py [--rooms 5000] [--seconds 5] [--connections 4] [--rounds 3]
                           [--database-url URL]
 
-Starts ``parley run`` on a fresh data dir (SQLite unless --database-url; a PostgreSQL
-database must be empty), seeds the rooms through the API with the API Key, then alternates
-the cases for several rounds and prints the medians. A third case, a user in exactly 30
-rooms, returns the same page size as the heavy user: it separates what membership costs
-from what a three times larger page costs. Load comes from ``wrk`` when it is installed,
-else from the asyncio loader of bench/auth.py. Four connections keep one server process
-busy while latency stays close to the service time. Target: p50 ratio 5,000 ÷ 10 ≤ 3.
+Starts ``parley run`` on a fresh data dir (SQLite unless --database-url; on PostgreSQL
+the run creates its own app), seeds the rooms through the API with the API Key, then
+alternates the cases for several rounds and prints the medians. A third case, a user in
+exactly 30 rooms, returns the same page size as the heavy user: it separates what
+membership costs from what a three times larger page costs. Load comes from ``wrk`` when
+it is installed, else from the asyncio loader of bench/auth.py. Four connections keep one
+server process busy while latency stays close to the service time.
+Target: p50 ratio 5,000 ÷ 10 ≤ 3.
 """
 
 from __future__ import annotations

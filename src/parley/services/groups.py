@@ -131,7 +131,9 @@ class GroupService:
             ).scalars()
         )
         members = await members_of(s, app_id, [r.id for r in rows])
-        profiles = await self._users.profiles(app_id, [u for ids in members.values() for u in ids])
+        profiles = await self._users.profiles(
+            app_id, [u for ids in members.values() for u in ids], s
+        )
         return {
             r.id: {
                 **group_public(r, []),

@@ -506,7 +506,7 @@ class RoomService:
             )
             rooms = await self._rooms_by_id(s, caller.app_id, [r.room_id for r in rows])
             inviters = await self._users.profiles(
-                caller.app_id, [r.inviter for r in rows if r.inviter]
+                caller.app_id, [r.inviter for r in rows if r.inviter], s
             )
             data = []
             for row in rows:
@@ -520,7 +520,9 @@ class RoomService:
                         "room": room_public(
                             room,
                             members,
-                            await self._users.profiles(caller.app_id, [m.user_id for m in members]),
+                            await self._users.profiles(
+                                caller.app_id, [m.user_id for m in members], s
+                            ),
                         ),
                     }
                 )
@@ -608,7 +610,7 @@ class RoomService:
                 row.inviter, row.updated_at = inviter, now
             events.append((invitee, row))
         await s.flush()
-        inviters = await self._users.profiles(room.app_id, [inviter] if inviter else [])
+        inviters = await self._users.profiles(room.app_id, [inviter] if inviter else [], s)
         return [
             Event(
                 room.app_id,
@@ -633,7 +635,7 @@ class RoomService:
             ).scalars()
         )
         people = await self._users.profiles(
-            room.app_id, [r.invitee for r in rows] + [r.inviter for r in rows if r.inviter]
+            room.app_id, [r.invitee for r in rows] + [r.inviter for r in rows if r.inviter], s
         )
         data = [
             {
@@ -875,7 +877,7 @@ class RoomService:
         self, s: AsyncSession, room: RoomRow, actor: str | None, kind: str, subjects: list[str]
     ) -> None:
         """A system message about ``subjects`` (contract §4.3)."""
-        profiles = await self._users.profiles(room.app_id, subjects)
+        profiles = await self._users.profiles(room.app_id, subjects, s)
         embedded = [user_embedded(profiles[u]) for u in subjects if u in profiles]
         names = ", ".join(p.get("nickname") or p["_id"] for p in embedded)
         fields: dict[str, Any] = {"message": names}
@@ -943,7 +945,7 @@ class RoomService:
         }
         if caller.user_id:
             people.add(caller.user_id)
-        profiles = await self._users.profiles(app_id, sorted(people))
+        profiles = await self._users.profiles(app_id, sorted(people), s)
         missing = sorted(people - set(profiles))
         profiles.update(await self._groups.embedded(s, app_id, missing))
         prefs = await self._prefs.prefs_for_rooms(s, app_id, caller.user_id, ids)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services import crypto
-from parley.services.auth import Authenticator, TtlCache
+from parley.services.auth import AppInfo, Authenticator, TtlCache
 from parley.services.changes import Change, ChangeFeed
 from parley.services.clock import iso, now_ms, parse_time
 from parley.services.errors import Conflict, InvalidRequest, NotFound, TooLarge
@@ -147,10 +147,13 @@ class UserService:
             assigned = _token_text(assigned)
             expires_at = expires_at or now_ms() + self._lifetime_ms
         token: str | None = None
+        # Read before the write transaction: never wait for a second connection while
+        # holding one.
+        app = await self._auth.app(app_id) if issue else None
         async with self._db.write() as s:
             row = await self._apply_profile(s, app_id, user_id, body)
             if issue:
-                token, expires_at = await self._issue(app_id, row, expires_at)
+                token, expires_at = self._issue(app, row, expires_at)
             secret = token or assigned
             if secret:
                 await self._replace_tokens(s, row, secret, expires_at, issued=issue)
@@ -231,9 +234,13 @@ class UserService:
             self._profiles.put((app_id, user_id), profile, generation)
         return dict(profile)
 
-    async def profiles(self, app_id: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def profiles(
+        self, app_id: str, user_ids: list[str], session: AsyncSession | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Profiles of several users at once (one query for the ones not cached); ids
-        that name no user are left out."""
+        that name no user are left out. A caller inside a transaction passes its
+        ``session``: opening a second connection while holding one can exhaust the pool
+        under load, every request holding one connection and waiting for another."""
         found: dict[str, dict[str, Any]] = {}
         missing = []
         for user_id in dict.fromkeys(user_ids):
@@ -242,20 +249,30 @@ class UserService:
                 missing.append(user_id)
             else:
                 found[user_id] = cached
-        if missing:
-            generation = self._profiles.generation
+        if not missing:
+            return found
+        generation = self._profiles.generation
+        if session is not None:
+            await self._load_profiles(session, app_id, missing, found, generation)
+        else:
             async with self._db.read() as s:
-                for start in range(0, len(missing), 500):
-                    chunk = missing[start : start + 500]
-                    rows = (
-                        await s.execute(
-                            select(UserRow).where(UserRow.app_id == app_id, UserRow.id.in_(chunk))
-                        )
-                    ).scalars()
-                    for row in rows:
-                        found[row.id] = user_public(row)
-                        self._profiles.put((app_id, row.id), found[row.id], generation)
+                await self._load_profiles(s, app_id, missing, found, generation)
         return found
+
+    async def _load_profiles(
+        self,
+        s: AsyncSession,
+        app_id: str,
+        missing: list[str],
+        found: dict[str, dict[str, Any]],
+        generation: int,
+    ) -> None:
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            query = select(UserRow).where(UserRow.app_id == app_id, UserRow.id.in_(chunk))
+            for row in (await s.execute(query)).scalars():
+                found[row.id] = user_public(row)
+                self._profiles.put((app_id, row.id), found[row.id], generation)
 
     def forget_profile(self, app_id: str, user_id: str) -> None:
         self._profiles.drop((app_id, user_id))
@@ -400,12 +417,11 @@ class UserService:
         row.updated_at = now
         return row
 
-    async def _issue(
-        self, app_id: str, row: UserRow, expires_at: int | None = None
+    def _issue(
+        self, app: AppInfo | None, row: UserRow, expires_at: int | None = None
     ) -> tuple[str, int]:
         """A server-signed token for ``row``, valid for the default lifetime or until
         ``expires_at``."""
-        app = await self._auth.app(app_id)
         if app is None:
             raise NotFound("No such application", code="APP_NOT_FOUND")
         now = now_ms()
