@@ -1,6 +1,6 @@
 """Rooms against a model: random sequences of room operations by a few users, through the
 real HTTP API, checked after every step against a plain model of each room's owner,
-members, roles and unread counts.
+members, roles, unread counts and pending invitations (with their inviters).
 
 The model mirrors two pieces of parley.services: the rights table of ``rooms.py`` (who may
 do what, so a forbidden call must answer 403 and change nothing) and ``append_message``
@@ -46,6 +46,7 @@ class Room:
     roles: dict[str, str]  # member → "admin" | "member"
     unread: dict[str, int] = field(default_factory=dict)
     last_message: str | None = None  # id, as the server answered it
+    invited: dict[str, str | None] = field(default_factory=dict)  # invitee → inviter
 
     def superuser(self, actor: str) -> bool:
         """Removes others: the owner, role admins, the API Key (and managers, whom this
@@ -63,8 +64,10 @@ class Room:
         return actor == API or actor in self.roles  # the API Key acts in every room
 
     def join(self, user: str) -> None:
+        """Joining, or being added, settles any pending invitation."""
         self.roles[user] = "member"
         self.unread[user] = 0
+        self.invited.pop(user, None)
 
     def drop(self, user: str) -> None:
         del self.roles[user], self.unread[user]
@@ -237,6 +240,53 @@ class RoomsMachine(RuleBasedStateMachine):
         if system and new:
             room.message(actor, view)
 
+    @rule(room_id=rooms, data=st.data(), invitees=some_users)
+    def invite(self, room_id: str, data: st.DataObject, invitees: list[str]) -> None:
+        room, self.touched = self.model[room_id], room_id
+        actor = self.someone(data, room, ACTORS, [])
+        invite = partial(
+            self.clients[actor].post,
+            f"/rooms/{room_id}/members",
+            json={"invitees": invitees, "invitationRequired": True},
+        )
+        if not room.is_member(actor):
+            self.forbidden(room_id, invite, "NOT_ROOM_MEMBER")
+            return
+        ok(invite())
+        for user in invitees:
+            if user not in room.roles:  # members are not invited; a re-invite renews
+                room.invited[user] = None if actor == API else actor
+
+    @rule(room_id=rooms, actor=users)
+    def decline(self, room_id: str, actor: str) -> None:
+        room, self.touched = self.model[room_id], room_id
+        response = self.clients[actor].delete(f"/rooms/{room_id}/invitations")
+        if actor in room.invited:
+            ok(response)
+            del room.invited[actor]
+        else:
+            assert_error(response, 404, "INVITATION_NOT_FOUND")
+
+    @rule(room_id=rooms, data=st.data(), invitees=some_users)
+    def withdraw(self, room_id: str, data: st.DataObject, invitees: list[str]) -> None:
+        """Superusers withdraw any invitation; other members only their own."""
+        room, self.touched = self.model[room_id], room_id
+        actor = self.someone(data, room, ACTORS, [i for i in room.invited.values() if i])
+        withdraw = partial(
+            self.clients[actor].post,
+            f"/rooms/{room_id}/delete/invitations",
+            json={"invitees": invitees, "systemMessage": False},
+        )
+        pending = [u for u in invitees if u in room.invited]
+        if not room.is_member(actor):
+            self.forbidden(room_id, withdraw, "NOT_ROOM_MEMBER")
+        elif not room.superuser(actor) and any(room.invited[u] != actor for u in pending):
+            self.forbidden(room_id, withdraw, "INSUFFICIENT_PERMISSIONS")
+        else:
+            ok(withdraw())
+            for user in pending:
+                del room.invited[user]
+
     @rule(room_id=rooms, data=st.data(), role=st.sampled_from(["admin", "member"]))
     def grant(self, room_id: str, data: st.DataObject, role: str) -> None:
         room, self.touched = self.model[room_id], room_id
@@ -293,7 +343,25 @@ class RoomsMachine(RuleBasedStateMachine):
     @invariant()
     def the_room_of_the_last_step_is_as_the_model_has_it(self) -> None:
         if self.touched is not None:
-            self.check(self.snapshot(self.touched), self.model[self.touched])
+            room = self.model[self.touched]
+            self.check(self.snapshot(self.touched), room)
+            pending = ok(self.clients[API].get(f"/rooms/{self.touched}/invitations"))
+            got = {
+                i["invitee"]["_id"]: (i["inviter"] or {}).get("_id")
+                if isinstance(i["inviter"], dict)
+                else i["inviter"]
+                for i in pending["data"]
+            }
+            assert got == room.invited, self.touched
+
+    @invariant()
+    def every_user_sees_exactly_their_invitations(self) -> None:
+        if not self.clients:
+            return
+        for user in USERS:
+            mine = ok(self.clients[user].get("/rooms/invitations"))
+            rooms = {i["room"]["_id"] for i in mine["data"]}
+            assert rooms == {r for r, room in self.model.items() if user in room.invited}, user
 
     @invariant()
     def every_room_of_the_app_is_as_the_model_has_it(self) -> None:
