@@ -165,6 +165,19 @@ def measure(
     return asyncio.run(_load(url, headers, seconds, connections))
 
 
+def print_medians(
+    results: dict[str, list[dict[str, float]]], heading: str, width: int
+) -> dict[str, dict[str, float]]:
+    """Print req/s, p50 and p99 medians per case; return them."""
+    print(f"{heading:{width}} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
+        m = medians[name]
+        print(f"{name:{width}} {m['rps']:9.0f} {m['p50']:8.2f} {m['p99']:8.2f}")
+    return medians
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -209,12 +222,7 @@ def main() -> None:
         f"\nParley auth cost — {storage}, 1 server process, {loader}, "
         f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s (medians)\n"
     )
-    print(f"{'endpoint':32} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    medians = {}
-    for name, runs in results.items():
-        medians[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-        m = medians[name]
-        print(f"{name:32} {m['rps']:9.0f} {m['p50']:8.2f} {m['p99']:8.2f}")
+    medians = print_medians(results, "endpoint", 32)
     health, me = (medians[n]["rps"] for n in cases)
     print(f"\nratio /me ÷ /health = {me / health:.2f}  (target ≥ 0.80)")
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from auth import free_port, measure, start_server  # bench/auth.py, next to this file
+from auth import free_port, measure, print_medians, start_server  # bench/auth.py, next to this file
 
 PAGE = "/rooms?limit=30&sort=-lastMessage"
 SEED_CLIENTS = 4  # keep-alive clients seeding rooms concurrently
@@ -143,12 +142,7 @@ def main() -> None:
         f"{args.connections} connections, {args.rounds} rounds of {args.seconds:g} s (medians); "
         f"seeded {args.rooms + 40:,} rooms in {seeding:.0f} s\n"
     )
-    print(f"{'case':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-    medians = {}
-    for name, runs in results.items():
-        medians[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-        m = medians[name]
-        print(f"{name:34} {m['rps']:9.0f} {m['p50']:8.2f} {m['p99']:8.2f}")
+    medians = print_medians(results, "case", 34)
     light, page, heavy = (medians[n]["p50"] for n in cases)
     print(f"\np50 ratio {args.rooms:,} ÷ 10 rooms = {heavy / light:.2f}  (target ≤ 3)")
     print(f"p50 ratio {args.rooms:,} ÷ 30 rooms = {heavy / page:.2f}  (same page size)")

@@ -428,10 +428,7 @@ class RoomService:
         wanted = _id_list(invitees, "invitees")
         if not wanted:
             raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
-        if len(wanted) > self.limits.max_invitees:
-            raise TooLarge(
-                f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
-            )
+        self._check_invitee_count(len(wanted))
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             await self._require_member(s, room, caller)
@@ -542,10 +539,7 @@ class RoomService:
         cancelled = _id_list(invitees, "invitees")
         if not cancelled:
             raise InvalidRequest("invitees is required", code="MISSING_PARAMETER")
-        if len(cancelled) > self.limits.max_invitees:
-            raise TooLarge(
-                f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
-            )
+        self._check_invitee_count(len(cancelled))
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
@@ -767,6 +761,12 @@ class RoomService:
         return result
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _check_invitee_count(self, count: int) -> None:
+        if count > self.limits.max_invitees:
+            raise TooLarge(
+                f"At most {self.limits.max_invitees} invitees per request", code="TOO_MANY_MEMBERS"
+            )
 
     def _page(self, params: dict[str, Any]) -> tuple[int, int]:
         skip = _int_param(params.get("skip"), "skip", 0)
