@@ -191,15 +191,7 @@ class PrefService:
     async def quitted_prefs(
         self, s: AsyncSession, app_id: str, user_id: str
     ) -> dict[str, dict[str, Any]]:
-        rows = (
-            await s.execute(
-                select(RoomPrefRow).where(
-                    RoomPrefRow.app_id == app_id,
-                    RoomPrefRow.user_id == user_id,
-                    RoomPrefRow.grp == "",
-                )
-            )
-        ).scalars()
+        rows = await _own_prefs(s, app_id, user_id)
         return {r.room_id: room_pref_public(r, r.room_id) for r in rows if "quittedAt" in r.data}
 
     async def rooms_matching(
@@ -212,15 +204,7 @@ class PrefService:
         for key in pref_filter:
             if key not in ROOM_PREF_KEYS:
                 raise InvalidRequest(f"Cannot filter on preference {key!r}", code="INVALID_QUERY")
-        rows = (
-            await s.execute(
-                select(RoomPrefRow).where(
-                    RoomPrefRow.app_id == app_id,
-                    RoomPrefRow.user_id == user_id,
-                    RoomPrefRow.grp == "",
-                )
-            )
-        ).scalars()
+        rows = await _own_prefs(s, app_id, user_id)
         return [r.room_id for r in rows if _pref_matches(r.data, pref_filter)]
 
     async def _require_room(self, s: AsyncSession, app_id: str, room_id: str) -> None:
@@ -294,6 +278,14 @@ class PrefService:
         if row is None:
             raise NotFound(f"No preference {key!r}", code="CONFIG_NOT_FOUND")
         return {"key": key, "data": row.data}
+
+
+async def _own_prefs(s: AsyncSession, app_id: str, user_id: str) -> list[RoomPrefRow]:
+    """A user's own room preferences (not the per-group ones)."""
+    query = select(RoomPrefRow).where(
+        RoomPrefRow.app_id == app_id, RoomPrefRow.user_id == user_id, RoomPrefRow.grp == ""
+    )
+    return list((await s.execute(query)).scalars())
 
 
 def _pref_matches(data: dict[str, Any], pref_filter: dict[str, Any]) -> bool:
