@@ -96,6 +96,15 @@ def start_server(
     return proc, keys
 
 
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def run_wrk(
     url: str, headers: dict[str, str], seconds: float, connections: int
 ) -> dict[str, float]:
@@ -213,8 +222,7 @@ def main() -> None:
                     url, headers = cases[name]
                     results[name].append(measure(url, headers, args.seconds, args.connections))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_server(proc)
 
     loader = "wrk" if shutil.which("wrk") else "asyncio loader"
     storage = "PostgreSQL" if args.database_url else "SQLite"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
@@ -28,7 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from auth import free_port, measure, print_medians, start_server  # bench/auth.py, next to this file
+from auth import (  # bench/auth.py, next to this file
+    free_port,
+    measure,
+    print_medians,
+    start_server,
+    stop_server,
+)
 
 PAGE = "/rooms?limit=30&sort=-lastMessage"
 SEED_CLIENTS = 4  # keep-alive clients seeding rooms concurrently
@@ -128,12 +133,7 @@ def main() -> None:
                         raise SystemExit(f"{name}: no response within the run; server:\n{tail}")
                     results[name].append(result)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop_server(proc)
 
     loader = "wrk" if shutil.which("wrk") else "asyncio loader"
     storage = "PostgreSQL" if args.database_url else "SQLite"
