@@ -19,7 +19,8 @@ from parley.api.deps import AuthorizedRoute
 from parley.api.errors import error_response, install_error_handlers
 from parley.api.permissions import access_for
 from parley.api.responses import JSONResponse
-from parley.api.routes import clients, groups, health, me, prefs, rooms
+from parley.api.routes import clients, files, groups, health, me, messages, prefs, rooms
+from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
 from parley.config import Settings
 from parley.services.container import Services
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # A plain attribute rather than app.state: read on every request (see bench/auth.py).
     app.parley_services = svc  # type: ignore[attr-defined]
     install_error_handlers(app)
-    for module in (health, me, clients, groups, rooms, prefs):
+    for module in (health, me, clients, groups, rooms, prefs, messages, files):
         # Routes join the app's own table rather than nested routers: one level of
         # matching per request instead of three (see bench/auth.py).
         app.router.routes.extend(module.router.routes)
@@ -61,9 +62,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         allow_origins=["*"],  # the Client Key check decides per app which Origins may call
         allow_methods=["*"],
         allow_headers=["*"],
+        # File metadata travels in headers (HEAD /files/...): let browser code read it.
+        expose_headers=FILE_HEADERS,
         max_age=600,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        upload_bytes=settings.max_file_bytes + UPLOAD_FORM_BYTES,
+    )
     app.add_middleware(ImkitCompat)
     return app
 
@@ -136,19 +143,31 @@ class ImkitCompat:
 
 
 class BodyLimit:
-    """Refuse request bodies over the limit with 413, before they are read into memory."""
+    """Refuse request bodies over the limit with 413, before they are read into memory.
+    File uploads (``POST /files/{bucket}``) have a limit of their own: the file's plus
+    room for the form around it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_bytes = upload_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path: str = scope["path"]
+        upload = (
+            scope["method"] == "POST"
+            and path.startswith("/files/")
+            and path.count("/") == 2
+            and path != "/files/stats"
+        )
+        limit = self.upload_bytes if upload else self.max_bytes
+        code = "FILE_TOO_LARGE" if upload else "PAYLOAD_TOO_LARGE"
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await self._refuse(scope, receive, send)
+            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+                await self._refuse(scope, receive, send, limit, code)
                 return
         received = 0
 
@@ -159,18 +178,17 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, f"Request body exceeds {self.max_bytes} bytes")
+                if received > limit:
+                    raise HTTPException(413, f"Request body exceeds {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, limit: int, code: str
+    ) -> None:
         response = error_response(
-            413,
-            "PAYLOAD_TOO_LARGE",
-            f"Request body exceeds {self.max_bytes} bytes",
-            headers={"Connection": "close"},
+            413, code, f"Request body exceeds {limit} bytes", headers={"Connection": "close"}
         )
         await response(scope, receive, send)
 

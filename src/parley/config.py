@@ -34,6 +34,21 @@ class Settings(BaseSettings):
     max_room_members: int = 10_000
     max_page_size: int = 1000  # rooms per page of GET /rooms (limit 0 means this many)
     max_invitees: int = 1000  # members added by one request
+    # Files (POST /files/{bucket}): an upload's request body may be this large (plus a
+    # little for the form around the file); every other body keeps max_body_bytes.
+    max_file_bytes: int = 20 * 1024 * 1024
+    # Images with more pixels are refused: decoding one takes memory in proportion (a
+    # few bytes a pixel), and a small file can declare a huge image. Pillow's own
+    # decompression-bomb limit (about 89 million) caps this whatever it is set to.
+    max_image_pixels: int = 50_000_000
+    # Comma-separated types or type/* patterns an upload may have ("*" = any). Types a
+    # browser would run when served back (HTML, SVG, XML, JavaScript) are refused always.
+    file_types: str = "*"
+    signed_url_seconds: int = 3600  # lifetime of a GET /files/...?signedUrlOnly=1 URL
+    max_message_bytes: int = 65_536  # a message's JSON, beyond the server's own fields
+    # Sends waiting together are stored in one transaction, up to this many (1: one
+    # transaction per message).
+    message_batch_max: int = 256
     trust_proxy: bool = False  # honour X-Forwarded-Host / X-Forwarded-For
     access_log: bool = False  # off by default: query strings can carry tokens
     log_level: str = "info"

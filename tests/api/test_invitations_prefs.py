@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.test_rooms import Recorder, events  # noqa: F401 - the events fixture
+from tests.api.conftest import Recorder
 from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
 
 
@@ -27,7 +27,7 @@ def people(
         client.close()
 
 
-def test_invitation_lifecycle(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+def test_invitation_lifecycle(people: dict[str, httpx.Client], events: Recorder) -> None:
     alice, bob, carol = people["alice"], people["bob"], people["carol"]
     room = ok(
         alice.post(
@@ -62,7 +62,7 @@ def test_invitation_lifecycle(people: dict[str, httpx.Client], events: Recorder)
     assert ok(alice.get(f"/rooms/{room_id}"))["lastMessage"]["messageType"] == ("cancelInvitations")
 
 
-def test_room_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+def test_room_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:
     alice = people["alice"]
     room_id = ok(alice.post("/rooms/createAndJoin", json={}))["_id"]
     pref = ok(alice.post(f"/roomPrefs/{room_id}", json={"tags": ["work"], "muted": True}))
@@ -83,7 +83,7 @@ def test_room_preferences(people: dict[str, httpx.Client], events: Recorder) -> 
     assert_error(alice.post("/roomPrefs/nope", json={"muted": True}), 404, "ROOM_NOT_FOUND")
 
 
-def test_user_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:  # noqa: F811
+def test_user_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:
     bob = people["bob"]
     assert ok(bob.post("/me/pref/folders-meta", json=[{"key": "a", "name": "A"}])) == {
         "key": "folders-meta",

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from parley.services.container import Services
 from parley.services.events import CHANNEL, Event
 from parley.storage.tables import DeviceRow, RoomPrefRow, UserPrefRow
+from tests.api.conftest import Recorder
 from tests.api.test_clients import add_token_row
-from tests.api.test_rooms import Recorder, events  # noqa: F401 - the events fixture
 from tests.conftest import AppKeys, Server, assert_error, issue_token, ok
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -112,7 +112,7 @@ class Heard:
 
 
 @pytest.fixture
-def heard(server: Server, app_keys: AppKeys, events: Recorder) -> Heard:  # noqa: F811
+def heard(server: Server, app_keys: AppKeys, events: Recorder) -> Heard:
     return Heard(events, server, app_keys.id)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from parley.api.permissions import access_for
+from parley.api.permissions import SIGNED_URL_ROUTES, access_for
 from parley.services.auth import Access, Credentials, Principal
 from parley.services.container import Services
 from parley.services.errors import InsufficientPermissions, InvalidRequest
@@ -64,7 +64,21 @@ async def authorize(request: Request, path: str) -> Principal | None:
     if access is Access.PUBLIC:
         return None
     svc = services_of(request)
-    return await svc.auth.authenticate(credentials_of(request, svc.settings.trust_proxy), access)
+    creds = credentials_of(request, svc.settings.trust_proxy)
+    if (
+        not (creds.api_key or creds.client_key)
+        and "signature" in request.query_params
+        and ("GET" if request.method == "HEAD" else request.method, path) in SIGNED_URL_ROUTES
+    ):
+        query, params = request.query_params, request.path_params
+        return svc.files.signed_caller(
+            params["bucket"],
+            params["file_id"],
+            query.get("appID", ""),
+            query.get("expires", ""),
+            query["signature"],
+        )
+    return await svc.auth.authenticate(creds, access)
 
 
 class AuthorizedRoute(APIRoute):

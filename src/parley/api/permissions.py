@@ -76,7 +76,57 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("POST", "/me/unsubscribe"): USER,
     ("POST", "/me/logout"): USER,
     ("POST", "/me/logout-others"): USER,
+    # Messages (contract §3.7)
+    ("POST", "/rooms/{room_id}/message"): USER,
+    ("POST", "/messages"): ADMIN,
+    # The web SDKs' "mass texting" sends batches with a Client Key and token (contract §6.3)
+    ("POST", "/messages/batch"): USER,
+    ("GET", "/messages/batch"): USER,
+    ("DELETE", "/rooms/{room_id}/messages/{message_id}"): USER,
+    ("POST", "/messages/user-delete"): USER,
+    ("POST", "/messages/user-delete/all-in-room"): USER,
+    ("GET", "/messages/user-delete"): USER,
+    ("POST", "/messages/{message_id}/pin"): USER,
+    ("DELETE", "/messages/{message_id}/pin"): USER,
+    ("POST", "/messages/{message_id}/reaction"): USER,
+    ("DELETE", "/messages/{message_id}/reaction"): USER,
+    ("POST", "/messages/{message_id}/hidden"): USER,
+    ("DELETE", "/messages/{message_id}/hidden"): USER,
+    ("POST", "/messages/hide-by-sender-in-room"): USER,
+    ("POST", "/messages/unhide-by-sender-in-room"): USER,
+    ("GET", "/rooms/{room_id}/messages/v3"): USER,
+    ("GET", "/rooms/{room_id}/messages"): USER,
+    ("GET", "/rooms/{room_id}/pined-messages"): USER,
+    ("GET", "/rooms/{room_id}/messages/pined-messages"): USER,
+    ("GET", "/rooms/{room_id}/messages/{message_id}"): USER,
+    ("GET", "/rooms/{room_id}/count"): USER,
+    ("GET", "/messages/recent"): USER,
+    ("GET", "/admin/messages"): ADMIN,
+    # Unread counts (contract §3.8)
+    ("GET", "/me/badge"): USER,
+    ("POST", "/badges/byRoomTags"): USER,
+    ("POST", "/badges/byRoomTagsAndTime"): USER,
+    ("POST", "/badges"): CLIENT_KEY,
+    # Search (contract §3.7)
+    ("POST", "/search"): USER,
+    # Files (contract §3.14)
+    ("POST", "/files/stats"): USER,
+    ("POST", "/files/{bucket}"): USER,
+    ("GET", "/files/{bucket}/{file_id}"): USER,
+    ("GET", "/files/{bucket}/{file_id}/thumbnail"): USER,
+    ("GET", "/files/{bucket}/{file_id}/metadata"): USER,
 }
+
+# USER operations that a request without any credential may also make with a valid
+# signed URL (from ``?signedUrlOnly=1``): browsers load files through ``<img src>``, which
+# sends no headers. The signature names the app, the file and an expiry; a request that
+# does carry credentials is judged by them alone.
+SIGNED_URL_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/files/{bucket}/{file_id}"),
+        ("GET", "/files/{bucket}/{file_id}/thumbnail"),
+    }
+)
 
 
 def access_for(method: str, path: str) -> Access | None:

@@ -200,6 +200,117 @@ class _RoomCalls(_Base):
         result: dict[str, Any] = self._call("GET", "/me/prefs")
         return result
 
+    # -- messages (contract §3.7) ------------------------------------------------------
+
+    def send(
+        self,
+        room_id: str,
+        message: Any = None,
+        *,
+        message_type: str = "text",
+        client_message_id: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``POST /rooms/{id}/message``. ``client_message_id`` makes a retry safe: the
+        server returns the message it stored the first time instead of a second one."""
+        body = {"messageType": message_type, **fields}
+        if message is not None:
+            body["message"] = message
+        if client_message_id is not None:
+            body["clientMessageId"] = client_message_id
+        return self._message_call("POST", f"/rooms/{_quote(room_id)}/message", body)
+
+    def edit(self, room_id: str, message_id: str, **fields: Any) -> dict[str, Any]:
+        body = {"_id": message_id, **fields}
+        return self._message_call("POST", f"/rooms/{_quote(room_id)}/message", body)
+
+    def recall(self, room_id: str, message_id: str) -> dict[str, Any]:
+        body = {"_id": message_id, "messageType": "recall"}
+        return self._message_call("POST", f"/rooms/{_quote(room_id)}/message", body)
+
+    def delete_message(self, room_id: str, message_id: str = "_all") -> dict[str, Any]:
+        path = f"/rooms/{_quote(room_id)}/messages/{_quote(message_id)}"
+        return self._message_call("DELETE", path)
+
+    def history(self, room_id: str, **params: Any) -> dict[str, Any]:
+        """``GET /rooms/{id}/messages/v3``: ``limit``, ``beforeMessage``, ``afterMessage``,
+        ``afterTime``, ``timeRangeField``, ``sortOrder``."""
+        path = f"/rooms/{_quote(room_id)}/messages/v3"
+        return self._message_call("GET", path, params=params)
+
+    def messages_around(
+        self, room_id: str, message_id: str, *, before: int = 10, after: int = 10
+    ) -> dict[str, Any]:
+        path = f"/rooms/{_quote(room_id)}/messages/{_quote(message_id)}"
+        return self._message_call("GET", path, params={"before": before, "after": after})
+
+    def count_since(self, room_id: str, time_ms: int) -> int:
+        path = f"/rooms/{_quote(room_id)}/count"
+        return int(self._message_call("GET", path, params={"timeInMS": time_ms})["count"])
+
+    def recent_messages(self, limit: int = 20) -> dict[str, Any]:
+        return self._message_call("GET", "/messages/recent", params={"limit": limit})
+
+    def hide_for_me(self, room_id: str, message_ids: list[str] | None = None) -> dict[str, Any]:
+        """``POST /messages/user-delete`` (or every message of the room when no ids)."""
+        if message_ids is None:
+            body = {"room": room_id}
+            return self._message_call("POST", "/messages/user-delete/all-in-room", body)
+        return self._message_call(
+            "POST", "/messages/user-delete", {"room": room_id, "messages": message_ids}
+        )
+
+    def hidden_for_me(self, room_id: str) -> dict[str, Any]:
+        return self._message_call("GET", "/messages/user-delete", params={"room": room_id})
+
+    def set_hidden(self, message_id: str, hidden: bool = True) -> dict[str, Any]:
+        method = "POST" if hidden else "DELETE"
+        return self._message_call(method, f"/messages/{_quote(message_id)}/hidden")
+
+    def pin(self, message_id: str, pinned: bool = True) -> dict[str, Any]:
+        method = "POST" if pinned else "DELETE"
+        return self._message_call(method, f"/messages/{_quote(message_id)}/pin")
+
+    def pinned(self, room_id: str) -> dict[str, Any]:
+        return self._message_call("GET", f"/rooms/{_quote(room_id)}/pined-messages")
+
+    def react(self, message_id: str, reaction: str, *, add: bool = True) -> dict[str, Any]:
+        path = f"/messages/{_quote(message_id)}/reaction"
+        if add:
+            return self._message_call("POST", path, {"reaction": reaction})
+        return self._message_call("DELETE", path, params={"reaction": reaction})
+
+    def search(self, keyword: str, types: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+        """``POST /search``: ``types`` of messages, files, roomName, roomMember, roomTags,
+        roomPrefTags, roomPrefFolder; ``room``, ``roomTags``, ``limit``."""
+        body = {"keyword": keyword, "type": types or ["messages"], **fields}
+        return self._message_call("POST", "/search", body)
+
+    # -- unread counts (contract §3.8) -------------------------------------------------
+
+    def badge(self, room_tags: list[str] | None = None) -> int:
+        result = self._message_call("GET", "/me/badge", params={"roomTags": room_tags or []})
+        return int(result["badge"])
+
+    def badges_by_tags(
+        self, tags: list[str] | None = None, *, before: datetime | str | int | None = None
+    ) -> dict[str, Any]:
+        if before is None:
+            return self._message_call("POST", "/badges/byRoomTags", {"tags": tags or []})
+        body = {"tags": tags or [], "beforeTime": _iso(before)}
+        return self._message_call("POST", "/badges/byRoomTagsAndTime", body)
+
+    def _message_call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(method, path, json=body, params=params)
+        return result
+
 
 def _iso(value: datetime | str | int) -> str | int:
     return value.isoformat() if isinstance(value, datetime) else value
@@ -306,6 +417,39 @@ class AdminClient(_RoomCalls):
         result = self._call("DELETE", f"/admin/clients/{_quote(user_id)}/token", json=body)
         return int(result["revokedTokens"])
 
+    def send_as(
+        self, room_id: str, sender: str, message: Any, message_type: str = "text", **fields: Any
+    ) -> dict[str, Any]:
+        """``POST /messages``: a message from any existing user."""
+        body = {"room": room_id, "sender": sender, "message": message, **fields}
+        body["messageType"] = message_type
+        result: dict[str, Any] = self._call("POST", "/messages", json=body)
+        return result
+
+    def send_batch(
+        self,
+        sender: str,
+        message: Any,
+        paras: list[dict[str, Any]],
+        message_type: str = "text",
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """``POST /messages/batch``: queued; returns ``{batchID, count}``."""
+        body = {"sender": sender, "message": message, "messageType": message_type, **fields}
+        body["paras"] = paras
+        result: dict[str, Any] = self._call("POST", "/messages/batch", json=body)
+        return result
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/messages/batch", params={"batchID": batch_id})
+        return result
+
+    def all_messages(self, **params: Any) -> dict[str, Any]:
+        """``GET /admin/messages``: ``startDate``, ``endDate``, ``limit``."""
+        query = {k: _iso(v) for k, v in params.items()}
+        result: dict[str, Any] = self._call("GET", "/admin/messages", params=query)
+        return result
+
     def me(self, user_id: str) -> dict[str, Any]:
         """GET /me as ``user_id`` (the API Key names the user in IM-CLIENT-ID)."""
         result: dict[str, Any] = self._call("GET", "/me", headers={"IM-CLIENT-ID": user_id})
@@ -328,6 +472,67 @@ class Client(_RoomCalls):
         """Change the user's own ``nickname``, ``avatarUrl``, ``description`` or custom fields."""
         result: dict[str, Any] = self._call("POST", "/me", json=fields)
         return result
+
+    def upload_file(
+        self,
+        bucket: str,
+        data: bytes,
+        *,
+        filename: str = "file",
+        mimetype: str = "application/octet-stream",
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /files/{bucket}``: the File object, with ``url`` (and, for images,
+        ``width``, ``height``, ``thumbnailUrl``). ``extra={"roomID": ...}`` makes the file
+        readable by that room's members."""
+        import json
+
+        form = {"extra": json.dumps(extra)} if extra is not None else {}
+        response = self._send(
+            "POST",
+            f"/files/{_quote(bucket)}",
+            files={"file": (filename, data, mimetype)},
+            data=form,
+        )
+        result: dict[str, Any] = self._result(response)
+        return result
+
+    def file_metadata(self, bucket: str, file_id: str) -> dict[str, Any]:
+        path = f"/files/{_quote(bucket)}/{_quote(file_id)}/metadata"
+        result: dict[str, Any] = self._call("GET", path)
+        return result
+
+    def download_file(self, bucket: str, file_id: str, *, thumbnail: bool = False) -> bytes:
+        """The file's bytes (or its thumbnail's, a JPEG)."""
+        path = f"/files/{_quote(bucket)}/{_quote(file_id)}" + ("/thumbnail" if thumbnail else "")
+        response = self._send("GET", path)
+        if response.is_error:
+            self._result(response)  # raises the server's error
+        return response.content
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ParleyAPIError(0, "CONNECTION_ERROR", str(exc)) from exc
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            raise ParleyAPIError(
+                response.status_code, "BAD_RESPONSE", response.text[:200]
+            ) from None
+        if response.is_error or not isinstance(body, dict) or body.get("RC", 0) != 0:
+            fields: dict[str, Any] = body if isinstance(body, dict) else {}
+            raise ParleyAPIError(
+                response.status_code,
+                str(fields.get("error") or "UNKNOWN_ERROR"),
+                str(fields.get("message") or response.reason_phrase),
+                body,
+            )
+        return body.get("result")
 
 
 def _quote(segment: str) -> str:

@@ -13,14 +13,22 @@ from parley.broker import Broker, create_broker
 from parley.config import Settings
 from parley.services.apps import AppService
 from parley.services.auth import Authenticator
+from parley.services.badges import BadgeService
+from parley.services.batches import BatchService
 from parley.services.changes import CHANNEL, Change, ChangeFeed
 from parley.services.devices import DeviceService
 from parley.services.events import EventBus
+from parley.services.files import FileLimits, FileService
+from parley.services.filestore import LocalDiskFileStore
 from parley.services.groups import GroupService
+from parley.services.history import HistoryService
 from parley.services.keys import KeyService
+from parley.services.message_writer import MessageWriter
+from parley.services.messaging import MessageLimits, MessageService
 from parley.services.prefs import PrefService
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from parley.services.rooms import RoomLimits, RoomService
+from parley.services.search import SearchService
 from parley.services.usage import UsageRecorder
 from parley.services.users import UserService
 from parley.storage.db import Database
@@ -72,6 +80,40 @@ class Services:
                 max_invitees=settings.max_invitees,
             ),
         )
+        self.writer = MessageWriter(
+            self.db, self.users, self.events, max_batch=settings.message_batch_max
+        )
+        self.messaging = MessageService(
+            self.db,
+            self.users,
+            self.rooms,
+            self.events,
+            self.writer,
+            MessageLimits(max_message_bytes=settings.max_message_bytes),
+        )
+        self.history = HistoryService(
+            self.db, self.users, self.rooms, max_page=settings.max_page_size
+        )
+        self.badges = BadgeService(self.db, self.auth)
+        self.batches = BatchService(
+            self.db,
+            self.users,
+            self.rooms,
+            self.writer,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        self.search = SearchService(self.db, self.rooms, max_page=settings.max_page_size)
+        self.files = FileService(
+            self.db,
+            LocalDiskFileStore(settings.data_dir / "files"),
+            master,
+            FileLimits(
+                max_file_bytes=settings.max_file_bytes,
+                max_image_pixels=settings.max_image_pixels,
+                file_types=settings.file_types,
+                signed_url_seconds=settings.signed_url_seconds,
+            ),
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     def _apply_change(self, change: Change) -> None:
@@ -102,6 +144,7 @@ class Services:
             asyncio.create_task(self.changes.poll_forever(self.settings.change_poll_seconds)),
             asyncio.create_task(self._flush_usage_forever()),
         ]
+        await self.batches.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -110,6 +153,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.batches.close()
+        await self.writer.close()
         with contextlib.suppress(Exception):
             await self.usage.flush(self.db)
         await self.broker.close()

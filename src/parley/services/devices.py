@@ -10,21 +10,13 @@ from sqlalchemy import delete, select
 from parley.services.auth import Principal
 from parley.services.clock import now_ms
 from parley.services.errors import InvalidRequest, NotFound
+from parley.services.params import acting_user
 from parley.services.prefs import require_acting_user
 from parley.services.users import UserService
 from parley.storage.db import Database
 from parley.storage.tables import DeviceRow, RoomRow
 
 DEVICE_TYPES = ("ios", "android", "fcm", "web", "ios-voip")
-
-
-def _acting(caller: Principal) -> str:
-    if caller.user_id is None:
-        raise InvalidRequest(
-            "With the API Key, name the user in the IM-CLIENT-ID header or clientId",
-            code="MISSING_PARAMETER",
-        )
-    return caller.user_id
 
 
 def _text(value: Any, name: str, longest: int) -> str:
@@ -41,7 +33,7 @@ class DeviceService:
         self._users = users
 
     async def subscribe(self, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         kind = body.get("type")
         if kind not in DEVICE_TYPES:
             raise InvalidRequest(f"type must be one of {', '.join(DEVICE_TYPES)}")
@@ -66,7 +58,7 @@ class DeviceService:
         return {}
 
     async def unsubscribe(self, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         device_id = body.get("deviceId")
         async with self._db.write() as s:
             query = delete(DeviceRow).where(
@@ -96,7 +88,7 @@ class DeviceService:
 
     async def logout(self, caller: Principal, device_id: str | None) -> dict[str, Any]:
         """Revoke the token of this request and drop this device's push subscription."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         if caller.token_hash is None:
             raise InvalidRequest("Log out with the user's own token, not the API Key")
         revoked = await self._users.revoke_tokens_by_digest(
@@ -108,7 +100,7 @@ class DeviceService:
 
     async def logout_others(self, caller: Principal, device_id: str | None) -> dict[str, Any]:
         """Revoke every other token of the user and every other device."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         if caller.token_hash is None:
             raise InvalidRequest("Log out with the user's own token, not the API Key")
         revoked = await self._users.revoke_tokens_by_digest(
@@ -125,7 +117,7 @@ class DeviceService:
 
     async def set_muted(self, caller: Principal, room_id: str, muted: bool) -> dict[str, Any]:
         """``/me/mute/{room}``: no push for this room (the room stays readable)."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.read() as s:
             if await s.get(RoomRow, (caller.app_id, room_id)) is None:
                 raise NotFound(f"Room {room_id!r} not found", code="ROOM_NOT_FOUND")
@@ -141,7 +133,7 @@ class DeviceService:
         return await self._users.set_server_kept(caller.app_id, user_id, change)
 
     async def set_notifications(self, caller: Principal, enabled: bool) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
 
         def change(profile: dict[str, Any]) -> dict[str, Any]:
             profile["notificationEnabled"] = enabled

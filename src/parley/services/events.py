@@ -28,6 +28,7 @@ CANCEL_INVITATION = "cancelInvitation"
 ROOM_PREF = "roomPref"
 MY_PREF_CHANGE = "myPrefChange"
 MY_PREF_DELETE = "myPrefDelete"
+USER_DELETE_MESSAGES = "userDeleteMessages"  # to the user who hid messages for themself
 
 
 @dataclass

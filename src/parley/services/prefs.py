@@ -14,6 +14,7 @@ from parley.services.auth import Principal
 from parley.services.clock import iso, now_ms
 from parley.services.errors import InvalidRequest, NotFound, TooLarge
 from parley.services.events import MY_PREF_CHANGE, MY_PREF_DELETE, ROOM_PREF, Event, EventBus
+from parley.services.params import acting_user
 from parley.storage.db import Database
 from parley.storage.tables import RoomPrefRow, RoomRow, UserPrefRow, UserRow
 
@@ -22,18 +23,10 @@ _BOOLS = ("muted", "sticky", "hidden", "translation")
 ROOM_PREF_KEYS = ("tags", "tagColors", "folder", *_BOOLS)
 
 
-def _acting(caller: Principal) -> str:
-    if caller.user_id is None:
-        raise InvalidRequest(
-            "With the API Key, name the user in the IM-CLIENT-ID header", code="MISSING_PARAMETER"
-        )
-    return caller.user_id
-
-
 async def require_acting_user(s: AsyncSession, caller: Principal) -> str:
     """The user a write acts for; with the API Key, that user must exist (a token names
     an existing user by construction)."""
-    user_id = _acting(caller)
+    user_id = acting_user(caller)
     if caller.is_admin and await s.get(UserRow, (caller.app_id, user_id)) is None:
         raise NotFound(f"Client {user_id!r} not found", code="CLIENT_NOT_FOUND")
     return user_id
@@ -110,7 +103,7 @@ class PrefService:
     async def delete_room_pref_key(
         self, caller: Principal, room_id: str, key: str, group: str = ""
     ) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         if key not in ROOM_PREF_KEYS:
             raise InvalidRequest(f"Unknown preference {key!r}")
         async with self._db.write() as s:
@@ -126,7 +119,7 @@ class PrefService:
         return result
 
     async def room_prefs(self, caller: Principal, group: str = "") -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.read() as s:
             rows = (
                 (
@@ -244,7 +237,7 @@ class PrefService:
         return result
 
     async def delete_user_pref(self, caller: Principal, key: str) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         _valid_key(key)
         async with self._db.write() as s:
             row = await s.get(UserPrefRow, (caller.app_id, user_id, key))
@@ -255,7 +248,7 @@ class PrefService:
         return {}
 
     async def user_prefs(self, caller: Principal) -> list[dict[str, Any]]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.read() as s:
             rows = (
                 (
@@ -271,7 +264,7 @@ class PrefService:
         return [{"key": r.key, "data": r.data, "updatedAt": iso(r.updated_at)} for r in rows]
 
     async def user_pref(self, caller: Principal, key: str) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         _valid_key(key)
         async with self._db.read() as s:
             row = await s.get(UserPrefRow, (caller.app_id, user_id, key))

@@ -27,7 +27,7 @@ from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services.auth import Principal
-from parley.services.clock import iso, now_ms, parse_time
+from parley.services.clock import iso, now_ms
 from parley.services.errors import (
     Conflict,
     InsufficientPermissions,
@@ -47,9 +47,10 @@ from parley.services.events import (
 )
 from parley.services.groups import GroupService, groups_of
 from parley.services.ids import direct_room_id, object_id
-from parley.services.messages import append_message, message_public
+from parley.services.messages import append_message, message_public, refresh_mentioned
+from parley.services.params import acting_user, check_room_id, flag, int_param, time_param
 from parley.services.prefs import PrefService
-from parley.services.users import LATEST_TIME_MS, UserService, user_embedded
+from parley.services.users import UserService, user_embedded
 from parley.storage.db import Database
 from parley.storage.tables import (
     GroupRow,
@@ -127,10 +128,10 @@ class RoomService:
             if len(wanted) != 2:
                 raise InvalidRequest("A direct room has exactly two members")
             room_id = room_id or direct_room_id(*wanted)
-        room_id = _room_id(room_id) if room_id is not None else object_id()
-        system_message = _flag(body, "systemMessage", default=False)
+        room_id = check_room_id(room_id) if room_id is not None else object_id()
+        system_message = flag(body, "systemMessage", default=False)
         # Invitations only for group rooms; a direct room's invitee is simply added.
-        invite = _flag(body, "invitationRequired", default=False) and room_type == "group"
+        invite = flag(body, "invitationRequired", default=False) and room_type == "group"
         invitees = [u for u in wanted if u != joiner] if invite else []
         if invite:
             wanted = [joiner] if joiner else []
@@ -151,7 +152,7 @@ class RoomService:
                 opening=1,
                 room_tags=_tags(body.get("roomTags")),
                 invitation_required=invite,
-                bot_mode=_flag(body, "botMode", default=False),
+                bot_mode=flag(body, "botMode", default=False),
                 encrypted=False,
                 last_seq=0,
                 created_at=now,
@@ -176,7 +177,7 @@ class RoomService:
         return view
 
     async def join(self, caller: Principal, room_id: str, system_message: bool) -> dict[str, Any]:
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._member(s, room, user_id)
@@ -214,13 +215,13 @@ class RoomService:
 
     async def exists(self, caller: Principal, room_id: str) -> bool:
         async with self._db.read() as s:
-            return await s.get(RoomRow, (caller.app_id, _room_id(room_id))) is not None
+            return await s.get(RoomRow, (caller.app_id, check_room_id(room_id))) is not None
 
     async def list_rooms(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
         """``GET /rooms``: the caller's rooms, newest activity first by default."""
         skip, limit = self._page(params)
         order = _sort(params.get("sort") or "-lastMessage")
-        after = _time_param(params.get("updatedAfter"), "updatedAfter")
+        after = time_param(params.get("updatedAfter"), "updatedAfter")
         unread_first = str(params.get("sortUnreadFirst") or "0") not in ("0", "false", "")
         query_filter = {} if params.get("q") is None else params["q"]
         async with self._db.read() as s:
@@ -257,7 +258,7 @@ class RoomService:
             base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
             if params.get("pref") is not None:
                 matching = await self._prefs.rooms_matching(
-                    s, caller.app_id, _acting(caller), params["pref"]
+                    s, caller.app_id, acting_user(caller), params["pref"]
                 )
                 base = base.where(room_col.in_(matching))
             total = (await s.execute(select(func.count()).select_from(base.subquery()))).scalar()
@@ -279,7 +280,7 @@ class RoomService:
 
     async def ids(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
         skip, limit = self._page(params)
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         where = (RoomMemberRow.app_id == caller.app_id, RoomMemberRow.user_id == user_id)
         async with self._db.read() as s:
             total = (
@@ -297,7 +298,7 @@ class RoomService:
 
     async def quitted(self, caller: Principal) -> dict[str, Any]:
         """``GET /rooms/quitted``: rooms the caller left or was removed from."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.read() as s:
             prefs = await self._prefs.quitted_prefs(s, caller.app_id, user_id)
             rooms = await self._rooms_by_id(s, caller.app_id, list(prefs))
@@ -333,7 +334,7 @@ class RoomService:
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
-            if not self._is_superuser(room, member, caller):
+            if not self.is_superuser(room, member, caller):
                 raise InsufficientPermissions(
                     "Only the room's owner, managers and admins may change it"
                 )
@@ -347,7 +348,7 @@ class RoomService:
                 )
                 _set_tags(s, room, room.room_tags)
             if "botMode" in body:
-                room.bot_mode = _flag(body, "botMode", default=False)
+                room.bot_mode = flag(body, "botMode", default=False)
             for field in ("status", "opening"):
                 if field in body:
                     value = body[field]
@@ -465,7 +466,7 @@ class RoomService:
 
     async def typing(self, caller: Principal, room_id: str, message: Any) -> dict[str, Any]:
         """``POST /rooms/{id}/typing``: tell the other members the caller is typing."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise InvalidRequest("message must be a short string")
         async with self._db.read() as s:
@@ -487,7 +488,7 @@ class RoomService:
 
     async def my_invitations(self, caller: Principal) -> dict[str, Any]:
         """``GET /rooms/invitations``: invitations waiting for the caller."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.read() as s:
             rows = list(
                 (
@@ -543,7 +544,7 @@ class RoomService:
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
-            superuser = self._is_superuser(room, member, caller)
+            superuser = self.is_superuser(room, member, caller)
             rows = list(
                 (
                     await s.execute(
@@ -573,7 +574,7 @@ class RoomService:
 
     async def decline(self, caller: Principal, room_id: str) -> dict[str, Any]:
         """``DELETE /rooms/{id}/invitations``: the invitee says no."""
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             row = await s.get(InvitationRow, (room.app_id, room.id, user_id))
@@ -653,7 +654,7 @@ class RoomService:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._require_member(s, room, caller)
             others = [u for u in leaving if u != caller.user_id]
-            if others and not self._is_superuser(room, member, caller):
+            if others and not self.is_superuser(room, member, caller):
                 raise InsufficientPermissions(
                     "Only the room's owner, managers and admins may remove other members"
                 )
@@ -702,7 +703,7 @@ class RoomService:
                 assign_admin = value == "admin" and target.role != "admin"
                 target.role = value
             else:
-                if client != caller.user_id and not self._is_superuser(room, member, caller):
+                if client != caller.user_id and not self.is_superuser(room, member, caller):
                     raise InsufficientPermissions("Members may set only their own properties")
                 target.properties = {**target.properties, prop: value}
             if assign_admin:
@@ -715,7 +716,7 @@ class RoomService:
         """``PUT /rooms/{id}/lastRead``: everything up to ``message`` is read."""
         if not isinstance(message_id, str) or not message_id:
             raise InvalidRequest("message is required", code="MISSING_PARAMETER")
-        user_id = _acting(caller)
+        user_id = acting_user(caller)
         async with self._db.write() as s:
             room = await self._room(s, caller.app_id, room_id, lock=True)
             member = await self._member(s, room, user_id)
@@ -745,8 +746,10 @@ class RoomService:
                 )
             ).scalar()
             member.last_read = message_id
+            member.read_seq = seq
             member.badge = int(unread or 0)
-            member.mentioned = False if member.badge == 0 else member.mentioned
+            await s.flush()
+            await refresh_mentioned(s, room.app_id, room.id, [member.user_id])
             result = {"client": user_id, "lastRead": message_id, "badge": member.badge}
         await self._events.publish(
             [
@@ -769,8 +772,8 @@ class RoomService:
             )
 
     def _page(self, params: dict[str, Any]) -> tuple[int, int]:
-        skip = _int_param(params.get("skip"), "skip", 0)
-        limit = _int_param(params.get("limit"), "limit", 0, maximum=None)
+        skip = int_param(params.get("skip"), "skip", 0)
+        limit = int_param(params.get("limit"), "limit", 0, maximum=None)
         if limit > self.limits.max_page:
             raise TooLarge(f"limit may be at most {self.limits.max_page}", code="RESULT_TOO_LARGE")
         return skip, limit or self.limits.max_page
@@ -781,10 +784,22 @@ class RoomService:
         """The room, or ROOM_NOT_FOUND. ``lock`` (for writes) takes the room's row lock, so
         changes to one room — its sequence counter, its member count — are serialized
         (PostgreSQL; SQLite serializes all writes anyway)."""
-        room = await s.get(RoomRow, (app_id, _room_id(room_id)), with_for_update=lock)
+        room = await s.get(RoomRow, (app_id, check_room_id(room_id)), with_for_update=lock)
         if room is None:
             raise not_found(room_id)
         return room
+
+    async def room_row(
+        self, s: AsyncSession, app_id: str, room_id: str, *, lock: bool = False
+    ) -> RoomRow:
+        """The room for another service working inside its own transaction ``s``."""
+        return await self._room(s, app_id, room_id, lock=lock)
+
+    async def member_of(
+        self, s: AsyncSession, room: RoomRow, user_id: str | None
+    ) -> RoomMemberRow | None:
+        """``user_id``'s membership of ``room`` (its own or a group's), inside ``s``."""
+        return await self._member(s, room, user_id)
 
     async def _member(
         self, s: AsyncSession, room: RoomRow, user_id: str | None
@@ -829,7 +844,7 @@ class RoomService:
         return member
 
     @staticmethod
-    def _is_superuser(room: RoomRow, member: RoomMemberRow | None, caller: Principal) -> bool:
+    def is_superuser(room: RoomRow, member: RoomMemberRow | None, caller: Principal) -> bool:
         if caller.is_admin:
             return True
         if member is None:
@@ -904,6 +919,12 @@ class RoomService:
     async def _view(self, s: AsyncSession, room: RoomRow, caller: Principal) -> dict[str, Any]:
         return (await self._views(s, [room], caller))[0]
 
+    async def views(
+        self, s: AsyncSession, rooms: list[RoomRow], caller: Principal
+    ) -> list[dict[str, Any]]:
+        """Rooms as ``caller`` sees them, inside the caller's transaction ``s``."""
+        return await self._views(s, rooms, caller)
+
     async def _views(
         self, s: AsyncSession, rooms: list[RoomRow], caller: Principal
     ) -> list[dict[str, Any]]:
@@ -971,7 +992,7 @@ class RoomService:
             view["muted"] = bool(pref.get("muted")) or room.id in muted_rooms
             view["unread"] = mine.badge if mine else 0
             view["isMentioned"] = bool(mine and mine.mentioned)
-            view["isSuperuser"] = self._is_superuser(room, mine, caller)
+            view["isSuperuser"] = self.is_superuser(room, mine, caller)
             views.append(view)
         return views
 
@@ -1052,6 +1073,7 @@ def _membership(room: RoomRow, user_id: str, now: int) -> RoomMemberRow:
         properties={},
         joined_at=now,
         activity_at=room.last_message_at or room.created_at,
+        read_seq=room.last_seq,  # a member's unread count starts at joining
     )
 
 
@@ -1064,20 +1086,6 @@ def _apply_fields(room: RoomRow, body: dict[str, Any]) -> None:
             if value is not None and len(value) > 65_536:
                 raise TooLarge(f"{wire} is too long")
             setattr(room, column, value)
-
-
-def _acting(caller: Principal) -> str:
-    if caller.user_id is None:
-        raise InvalidRequest(
-            "With the API Key, name the user in the IM-CLIENT-ID header", code="MISSING_PARAMETER"
-        )
-    return caller.user_id
-
-
-def _room_id(value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable():
-        raise InvalidRequest("A room id is 1 to 255 printable characters")
-    return value
 
 
 def _id_list(value: Any, name: str) -> list[str]:
@@ -1104,39 +1112,6 @@ def _tags(value: Any) -> list[str]:
             "roomTags must be a list of at most 100 short strings", code="INVALID_ROOM_TAGS"
         )
     return list(dict.fromkeys(value))
-
-
-def _flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise InvalidRequest(f"{name} must be a boolean")
-    return value
-
-
-def _int_param(value: Any, name: str, default: int, maximum: int | None = 10_000_000) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{name} must be a whole number") from None
-    if number < 0 or (maximum is not None and number > maximum):
-        raise InvalidRequest(f"{name} is out of range")
-    return number
-
-
-def _time_param(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        ms = parse_time(value)
-    except (TypeError, ValueError, OverflowError):
-        ms = -1
-    if not 0 <= ms <= LATEST_TIME_MS:
-        raise InvalidRequest(f"{name} must be an ISO-8601 time or epoch milliseconds")
-    return ms
 
 
 def _sort(text: Any) -> list[tuple[str, bool]]:

@@ -21,9 +21,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+# Tables of SQLite's full-text index (migration 0005): built and queried with SQL of their
+# own, outside these models.
+SEARCH_INDEX_PREFIX = "message_search"
+
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[Any]: JSON}
 
 
 class AppRow(Base):
@@ -179,6 +183,7 @@ class RoomRow(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_message_id: Mapped[str | None] = mapped_column(String(24), default=None)
     last_message_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    message_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -198,6 +203,8 @@ class RoomMemberRow(Base):
     badge: Mapped[int] = mapped_column(Integer, default=0)
     mentioned: Mapped[bool] = mapped_column(Boolean, default=False)
     last_read: Mapped[str | None] = mapped_column(String(24), default=None)
+    # The sequence number read up to: messages after it not sent by the member are unread.
+    read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     joined_at: Mapped[int] = mapped_column(BigInteger)
     activity_at: Mapped[int] = mapped_column(BigInteger)
@@ -229,8 +236,11 @@ class RoomTagRow(Base):
 
 
 class MessageRow(Base):
-    """A message of a room. ``seq`` is gap-free per room; ``body`` holds every wire field
-    beyond the indexed ones, verbatim."""
+    """A message of a room. ``seq`` is gap-free per room as assigned; ``body`` holds every
+    wire field beyond the indexed ones, verbatim. ``client_msg_id`` is the sender's own id
+    for the message: a retry carrying it finds the stored message instead of adding one.
+    ``search_text`` is what full-text search indexes (migration 0005 builds the index:
+    FTS5 on SQLite, a GIN tsvector index on PostgreSQL)."""
 
     __tablename__ = "messages"
 
@@ -241,6 +251,13 @@ class MessageRow(Base):
     sender: Mapped[str | None] = mapped_column(String(255), default=None)
     message_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    client_msg_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    search_text: Mapped[str | None] = mapped_column(Text, default=None)
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    reactions: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    batch_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    edited_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
@@ -249,7 +266,92 @@ class MessageRow(Base):
             ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
         ),
         UniqueConstraint("app_id", "id", name="uq_messages_app_id"),
+        UniqueConstraint("app_id", "room_id", "client_msg_id", name="uq_messages_client_msg_id"),
+        Index("ix_messages_room_updated", "app_id", "room_id", "updated_at", "seq"),
+        Index("ix_messages_room_created", "app_id", "room_id", "created_at", "seq"),
+        Index("ix_messages_app_created", "app_id", "created_at"),
+        Index("ix_messages_batch", "app_id", "batch_id"),
     )
+
+
+class MentionRow(Base):
+    """A member mentioned by a message: the room shows ``isMentioned`` while one of these
+    lies after the member's ``read_seq``."""
+
+    __tablename__ = "message_mentions"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class HiddenMessageRow(Base):
+    """A message one user removed from their own view ("delete for me")."""
+
+    __tablename__ = "hidden_messages"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class MessageBatchRow(Base):
+    """A queued mass send (``POST /messages/batch``): what to send and how far it got, so
+    that a restart resumes it instead of losing it."""
+
+    __tablename__ = "message_batches"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class FileRow(Base):
+    """An uploaded file's metadata; its bytes live in the file store under ``app_id/id``."""
+
+    __tablename__ = "files"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    id: Mapped[str] = mapped_column(String(24), primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(100))
+    filename: Mapped[str] = mapped_column(Text)
+    mimetype: Mapped[str] = mapped_column(String(255))
+    length: Mapped[int] = mapped_column(BigInteger)
+    md5: Mapped[str] = mapped_column(String(32))
+    uploader: Mapped[str | None] = mapped_column(String(255), default=None)
+    room_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    has_thumbnail: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_files_room", "app_id", "room_id", "created_at"),)
 
 
 class InvitationRow(Base):

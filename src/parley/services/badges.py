@@ -1,0 +1,179 @@
+"""Unread counts: contract §3.8.
+
+Each membership keeps ``badge`` (messages after the member's last read not sent by the
+member; the message writer bumps it in the storing transaction, ``PUT lastRead``
+recomputes it) and ``read_seq`` (the sequence number read up to). Totals are sums over
+the caller's own memberships; tag filters use the ``room_tags`` rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parley.services.auth import Authenticator, Principal
+from parley.services.errors import AuthError, InvalidRequest, TooLarge
+from parley.services.params import acting_user, time_param
+from parley.storage.db import Database
+from parley.storage.tables import MessageRow, RoomMemberRow, RoomTagRow
+
+MAX_TAGS = 100
+MAX_TOKENS = 100
+
+
+class BadgeService:
+    def __init__(self, db: Database, auth: Authenticator) -> None:
+        self._db = db
+        self._auth = auth
+
+    async def my_badge(self, caller: Principal, room_tags: list[str]) -> dict[str, Any]:
+        """``GET /me/badge``: the caller's unread total, over rooms having every one of
+        ``roomTags`` when given (the documented AND reading, contract §6.8)."""
+        tags = _tags(room_tags)
+        user_id = acting_user(caller)
+        query = select(func.coalesce(func.sum(RoomMemberRow.badge), 0)).where(
+            RoomMemberRow.app_id == caller.app_id, RoomMemberRow.user_id == user_id
+        )
+        for tag in tags:
+            query = query.where(
+                RoomMemberRow.room_id.in_(
+                    select(RoomTagRow.room_id).where(
+                        RoomTagRow.app_id == caller.app_id, RoomTagRow.tag == tag
+                    )
+                )
+            )
+        async with self._db.read() as s:
+            return {"badge": int((await s.execute(query)).scalar_one())}
+
+    async def by_room_tags(self, caller: Principal, body: Any) -> dict[str, Any]:
+        """``POST /badges/byRoomTags``: unread per tag; ``totalBadge`` over the rooms
+        having any of the tags (every room when no tags are given)."""
+        tags = _tags(_body(body).get("tags"))
+        user_id = acting_user(caller)
+        async with self._db.read() as s:
+            per_room = await self._unread_rooms(s, caller.app_id, user_id, None)
+            return await _by_tag(s, caller.app_id, tags, per_room)
+
+    async def by_room_tags_and_time(self, caller: Principal, body: Any) -> dict[str, Any]:
+        """``POST /badges/byRoomTagsAndTime``: as ``byRoomTags``, counting only unread
+        messages sent before ``beforeTime``."""
+        fields = _body(body)
+        tags = _tags(fields.get("tags"))
+        before = time_param(fields.get("beforeTime"), "beforeTime")
+        if before is None:
+            raise InvalidRequest("beforeTime is required", code="MISSING_PARAMETER")
+        user_id = acting_user(caller)
+        async with self._db.read() as s:
+            per_room = await self._unread_rooms(s, caller.app_id, user_id, before)
+            return await _by_tag(s, caller.app_id, tags, per_room)
+
+    async def for_tokens(self, caller: Principal, body: Any) -> dict[str, Any]:
+        """``POST /badges`` (Client Key): the totals of the users the listed tokens belong
+        to. Tokens that are invalid are left out rather than failing the whole call."""
+        tokens = _body(body).get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise InvalidRequest("tokens must be a list of user tokens", code="MISSING_PARAMETER")
+        if len(tokens) > MAX_TOKENS:
+            raise TooLarge(f"At most {MAX_TOKENS} tokens per request")
+        users: list[str] = []
+        for raw in dict.fromkeys(tokens):
+            try:
+                users.append((await self._auth.verify_token(caller.app_id, raw)).user_id)
+            except AuthError:
+                continue
+        users = list(dict.fromkeys(users))
+        async with self._db.read() as s:
+            totals = dict(
+                (
+                    await s.execute(
+                        select(RoomMemberRow.user_id, func.sum(RoomMemberRow.badge))
+                        .where(
+                            RoomMemberRow.app_id == caller.app_id,
+                            RoomMemberRow.user_id.in_(users),
+                        )
+                        .group_by(RoomMemberRow.user_id)
+                    )
+                ).all()
+            )
+        data = [{"client": u, "badge": int(totals.get(u) or 0)} for u in users]
+        return {"data": data, "totalBadge": sum(d["badge"] for d in data)}
+
+    @staticmethod
+    async def _unread_rooms(
+        s: AsyncSession, app_id: str, user_id: str, before: int | None
+    ) -> dict[str, int]:
+        """Unread count per room of the user: the stored badge, or with ``before`` a
+        count of the unread messages sent before that time."""
+        if before is None:
+            rows = await s.execute(
+                select(RoomMemberRow.room_id, RoomMemberRow.badge).where(
+                    RoomMemberRow.app_id == app_id,
+                    RoomMemberRow.user_id == user_id,
+                    RoomMemberRow.badge > 0,
+                )
+            )
+            return {room: int(badge) for room, badge in rows}
+        counted = await s.execute(
+            select(MessageRow.room_id, func.count())
+            .join(
+                RoomMemberRow,
+                (RoomMemberRow.app_id == MessageRow.app_id)
+                & (RoomMemberRow.room_id == MessageRow.room_id),
+            )
+            .where(
+                RoomMemberRow.app_id == app_id,
+                RoomMemberRow.user_id == user_id,
+                RoomMemberRow.badge > 0,
+                MessageRow.seq > RoomMemberRow.read_seq,
+                MessageRow.sender.is_distinct_from(user_id),
+                MessageRow.created_at < before,
+            )
+            .group_by(MessageRow.room_id)
+        )
+        return {room: int(n) for room, n in counted}
+
+
+async def _by_tag(
+    s: AsyncSession, app_id: str, tags: list[str], per_room: dict[str, int]
+) -> dict[str, Any]:
+    data = dict.fromkeys(tags, 0)
+    if not tags:
+        return {"totalBadge": sum(per_room.values()), "data": data}
+    tagged = (
+        await s.execute(
+            select(RoomTagRow.room_id, RoomTagRow.tag).where(
+                RoomTagRow.app_id == app_id,
+                RoomTagRow.tag.in_(tags),
+                RoomTagRow.room_id.in_(list(per_room)),
+            )
+        )
+    ).all()
+    counted: set[str] = set()
+    for room_id, tag in tagged:
+        data[tag] += per_room[room_id]
+        counted.add(room_id)
+    return {"totalBadge": sum(per_room[r] for r in counted), "data": data}
+
+
+def _body(body: Any) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object", code="INVALID_BODY")
+    return body
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_TAGS
+        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in value)
+    ):
+        raise InvalidRequest(f"tags must be a list of at most {MAX_TAGS} tags", code="INVALID_TAGS")
+    return list(dict.fromkeys(value))
