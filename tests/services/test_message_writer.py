@@ -35,9 +35,13 @@ class CountingWriter(MessageWriter):
     """A writer that notes the size of every batch it stores."""
 
     sizes: list[int]
+    fail_next: bool = False
 
     async def _store(self, batch: list[Send]) -> Any:
         self.sizes.append(len(batch))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("the database went away mid-batch")
         return await super()._store(batch)
 
 
@@ -51,18 +55,7 @@ def run_batch(
         bus = RecordingBus(services)
         writer = CountingWriter(services.db, services.users, bus, max_batch=max_batch)
         writer.sizes = []
-        if fail_first:
-            original = writer._store_app
-            calls = 0
-
-            async def broken(*args: Any) -> None:
-                nonlocal calls
-                calls += 1
-                if calls == 1:
-                    raise RuntimeError("the database went away mid-batch")
-                await original(*args)
-
-            writer._store_app = broken  # type: ignore[method-assign]
+        writer.fail_next = fail_first
         try:
             outcomes = await asyncio.gather(
                 *(writer.send(x) for x in sends), return_exceptions=True

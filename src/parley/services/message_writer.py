@@ -19,10 +19,10 @@ import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from parley.services.clock import now_ms
 from parley.services.errors import (
@@ -33,16 +33,29 @@ from parley.services.errors import (
     ParleyError,
 )
 from parley.services.events import CHAT_MESSAGE, Event, EventBus
-from parley.services.groups import groups_of
 from parley.services.ids import object_id
 from parley.services.messages import MessageInput, message_public, search_text
 from parley.services.users import UserService, user_embedded
 from parley.storage.db import Database
-from parley.storage.tables import MentionRow, MessageRow, RoomMemberRow, RoomRow
+from parley.storage.tables import GroupMemberRow, MentionRow, MessageRow, RoomMemberRow, RoomRow
 
 log = logging.getLogger("parley.messages")
 
 _members = cast(Table, RoomMemberRow.__table__)
+_rooms = cast(Table, RoomRow.__table__)
+_messages = cast(Table, MessageRow.__table__)
+_mentions = cast(Table, MentionRow.__table__)
+_group_members = cast(Table, GroupMemberRow.__table__)
+UPDATE_ROOM = (
+    update(_rooms)
+    .where(_rooms.c.app_id == bindparam("k_app"), _rooms.c.id == bindparam("k_room"))
+    .values(
+        last_seq=bindparam("k_seq"),
+        message_count=bindparam("k_count"),
+        last_message_id=bindparam("k_last"),
+        last_message_at=bindparam("k_now"),
+    )
+)
 BUMP_ROOM_MEMBERS = (
     update(_members)
     .where(_members.c.app_id == bindparam("k_app"), _members.c.room_id == bindparam("k_room"))
@@ -85,7 +98,7 @@ class Send:
 @dataclass
 class _Stored:
     send: Send
-    row: MessageRow
+    row: Any  # a stored row, or the values of a new one (same attribute names)
     new: bool
     public: dict[str, Any] = field(default_factory=dict)
 
@@ -173,187 +186,56 @@ class MessageWriter:
     async def _store(
         self, batch: list[Send]
     ) -> tuple[list[_Stored], list[tuple[Send, ParleyError]]]:
-        stored: list[_Stored] = []
-        errors: list[tuple[Send, ParleyError]] = []
-        async with self._db.write() as s:
-            by_app: dict[str, list[Send]] = defaultdict(list)
-            for send in batch:
-                by_app[send.app_id].append(send)
+        """Check and store ``batch``: reads that need no lock first (sender profiles,
+        quoted replies), then one transaction of a fixed number of statements."""
+        by_app: dict[str, list[Send]] = defaultdict(list)
+        for send in batch:
+            by_app[send.app_id].append(send)
+        profiles: dict[str, dict[str, dict[str, Any]]] = {}
+        replies: dict[str, dict[str, dict[str, Any]]] = {}
+        for app_id, sends in by_app.items():
+            profiles[app_id] = await self._users.profiles(app_id, sorted({x.sender for x in sends}))
+            replies[app_id] = await self._replies(app_id, sends)
+        now = now_ms()
+
+        def work(conn: Connection) -> tuple[list[_Stored], list[tuple[Send, ParleyError]]]:
+            stored: list[_Stored] = []
+            errors: list[tuple[Send, ParleyError]] = []
             for app_id in sorted(by_app):
-                await self._store_app(s, app_id, by_app[app_id], stored, errors)
+                _store_app(
+                    conn,
+                    app_id,
+                    by_app[app_id],
+                    profiles[app_id],
+                    replies[app_id],
+                    now,
+                    stored,
+                    errors,
+                )
+            return stored, errors
+
+        stored, errors = await self._db.run_in_transaction(work)
+        for item in stored:
+            sender = profiles[item.send.app_id].get(item.row.sender or "")
+            item.public = message_public(item.row, user_embedded(sender) if sender else None)
         return stored, errors
 
-    async def _store_app(
-        self,
-        s: AsyncSession,
-        app_id: str,
-        sends: list[Send],
-        stored: list[_Stored],
-        errors: list[tuple[Send, ParleyError]],
-    ) -> None:
-        now = now_ms()
-        room_ids = sorted({x.room_id for x in sends})
-        rooms = {
-            r.id: r
-            for r in (
-                await s.execute(
-                    select(RoomRow)
-                    .where(RoomRow.app_id == app_id, RoomRow.id.in_(room_ids))
-                    .order_by(RoomRow.id)
-                    .with_for_update()
-                )
-            ).scalars()
-        }
-        senders = sorted({x.sender for x in sends})
-        memberships = set(
-            (
-                await s.execute(
-                    select(RoomMemberRow.room_id, RoomMemberRow.user_id).where(
-                        RoomMemberRow.app_id == app_id,
-                        RoomMemberRow.room_id.in_(room_ids),
-                        RoomMemberRow.user_id.in_(senders),
-                    )
-                )
-            ).all()
-        )
-        profiles = await self._users.profiles(app_id, senders, s)
-        known = await self._known_client_ids(s, app_id, sends)
-        replies = await self._replies(s, app_id, sends)
-
-        bumps: dict[str, int] = defaultdict(int)
-        own: dict[tuple[str, str], int] = defaultdict(int)
-        mentioned: set[tuple[str, str]] = set()
-        new_rows: list[MessageRow] = []
-        mention_rows: list[MentionRow] = []
-        for send in sends:
-            room = rooms.get(send.room_id)
-            try:
-                if room is None:
-                    raise NotFound(f"Room {send.room_id} not found", code="ROOM_NOT_FOUND")
-                if send.sender not in profiles:
-                    raise NotFound(f"No user {send.sender}", code="CLIENT_NOT_FOUND")
-                key = (room.id, send.input.client_msg_id or "")
-                if send.input.client_msg_id and key in known:
-                    if known[key].sender != send.sender:
-                        raise Conflict(
-                            "Another sender used this clientMessageId in this room",
-                            code="CLIENT_MESSAGE_ID_TAKEN",
-                        )
-                    stored.append(_Stored(send, known[key], new=False))
-                    continue
-                is_member = (room.id, send.sender) in memberships or (
-                    await self._member_via_group(s, room, send.sender)
-                )
-                if send.members_only and not is_member:
-                    raise InsufficientPermissions(
-                        "Not a member of this room", code="NOT_ROOM_MEMBER"
-                    )
-                if room.status == 0:
-                    raise InsufficientPermissions("The room is frozen", code="ROOM_FROZEN")
-                fields = dict(send.input.fields)
-                if send.input.reply_to is not None:
-                    replied = replies.get(send.input.reply_to)
-                    if replied is None or replied["room"] != room.id:
-                        raise NotFound(
-                            "reply names no message of this room", code="MESSAGE_NOT_FOUND"
-                        )
-                    fields["reply"] = replied
-            except ParleyError as error:
-                errors.append((send, error))
-                continue
-            room.last_seq += 1
-            room.message_count += 1
-            room.last_message_at = now
-            row = MessageRow(
-                app_id=app_id,
-                room_id=room.id,
-                seq=room.last_seq,
-                id=object_id(),
-                sender=send.sender,
-                message_type=send.input.message_type,
-                body=fields,
-                client_msg_id=send.input.client_msg_id,
-                search_text=search_text(send.input.message_type, fields),
-                pinned=False,
-                hidden=False,
-                batch_id=send.batch_id,
-                created_at=now,
-                updated_at=now,
-            )
-            room.last_message_id = row.id
-            new_rows.append(row)
-            if send.input.client_msg_id:
-                known[key] = row
-            bumps[room.id] += 1
-            own[(room.id, send.sender)] += 1
-            for user in send.input.mentions:
-                if user != send.sender:
-                    mentioned.add((room.id, user))
-                    mention_rows.append(
-                        MentionRow(app_id=app_id, room_id=room.id, user_id=user, seq=row.seq)
-                    )
-            stored.append(_Stored(send, row, new=True))
-
-        s.add_all(new_rows)
-        s.add_all(mention_rows)
-        await s.flush()
-        if bumps:
-            await s.execute(
-                BUMP_ROOM_MEMBERS,
-                [
-                    {"k_app": app_id, "k_room": r, "k_now": now, "k_count": n}
-                    for r, n in bumps.items()
-                ],
-            )
-            await s.execute(
-                UNBUMP_SENDER,
-                [
-                    {"k_app": app_id, "k_room": r, "k_user": u, "k_count": n}
-                    for (r, u), n in own.items()
-                ],
-            )
-        if mentioned:
-            await s.execute(
-                MARK_MENTIONED,
-                [{"k_app": app_id, "k_room": r, "k_user": u} for r, u in sorted(mentioned)],
-            )
-        for item in stored:
-            if item.send.app_id == app_id and not item.public:
-                sender = profiles.get(item.row.sender or "")
-                item.public = message_public(item.row, user_embedded(sender) if sender else None)
-
-    async def _known_client_ids(
-        self, s: AsyncSession, app_id: str, sends: list[Send]
-    ) -> dict[tuple[str, str], MessageRow]:
-        wanted = {(x.room_id, x.input.client_msg_id) for x in sends if x.input.client_msg_id}
-        if not wanted:
-            return {}
-        rows = (
-            await s.execute(
-                select(MessageRow).where(
-                    MessageRow.app_id == app_id,
-                    MessageRow.room_id.in_(sorted({r for r, _ in wanted})),
-                    MessageRow.client_msg_id.in_(sorted({c for _, c in wanted if c})),
-                )
-            )
-        ).scalars()
-        return {(r.room_id, r.client_msg_id or ""): r for r in rows}
-
-    async def _replies(
-        self, s: AsyncSession, app_id: str, sends: list[Send]
-    ) -> dict[str, dict[str, Any]]:
+    async def _replies(self, app_id: str, sends: list[Send]) -> dict[str, dict[str, Any]]:
         """The replied messages, as quoted in a reply (one level deep)."""
         ids = sorted({x.input.reply_to for x in sends if x.input.reply_to})
         if not ids:
             return {}
-        rows = list(
-            (
-                await s.execute(
-                    select(MessageRow).where(MessageRow.app_id == app_id, MessageRow.id.in_(ids))
-                )
-            ).scalars()
-        )
-        senders = await self._users.profiles(app_id, [r.sender for r in rows if r.sender], s)
+        async with self._db.read() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(MessageRow).where(
+                            MessageRow.app_id == app_id, MessageRow.id.in_(ids)
+                        )
+                    )
+                ).scalars()
+            )
+            senders = await self._users.profiles(app_id, [r.sender for r in rows if r.sender], s)
         quoted = {}
         for r in rows:
             sender = senders.get(r.sender or "")
@@ -361,21 +243,190 @@ class MessageWriter:
             quoted[r.id].pop("reply", None)
         return quoted
 
-    @staticmethod
-    async def _member_via_group(s: AsyncSession, room: RoomRow, user_id: str) -> bool:
-        groups = await groups_of(s, room.app_id, user_id)
-        if not groups:
-            return False
-        found = await s.execute(
-            select(RoomMemberRow.user_id)
-            .where(
-                RoomMemberRow.app_id == room.app_id,
-                RoomMemberRow.room_id == room.id,
-                RoomMemberRow.user_id.in_(groups),
-            )
-            .limit(1)
+
+def _store_app(
+    conn: Connection,
+    app_id: str,
+    sends: list[Send],
+    profiles: dict[str, dict[str, Any]],
+    replies: dict[str, dict[str, Any]],
+    now: int,
+    stored: list[_Stored],
+    errors: list[tuple[Send, ParleyError]],
+) -> None:
+    """One app's sends, inside the writer's transaction (synchronous Core: see
+    Database.run_in_transaction)."""
+    room_ids = sorted({x.room_id for x in sends})
+    rooms = {
+        r.id: _RoomState(r.id, r.last_seq, r.message_count, r.status)
+        for r in conn.execute(
+            select(_rooms.c.id, _rooms.c.last_seq, _rooms.c.message_count, _rooms.c.status)
+            .where(_rooms.c.app_id == app_id, _rooms.c.id.in_(room_ids))
+            .order_by(_rooms.c.id)
+            .with_for_update()
         )
-        return found.first() is not None
+    }
+    senders = sorted({x.sender for x in sends})
+    memberships = {
+        (r.room_id, r.user_id)
+        for r in conn.execute(
+            select(_members.c.room_id, _members.c.user_id).where(
+                _members.c.app_id == app_id,
+                _members.c.room_id.in_(room_ids),
+                _members.c.user_id.in_(senders),
+            )
+        )
+    }
+    known = _known_client_ids(conn, app_id, sends)
+
+    new_rows: list[dict[str, Any]] = []
+    mention_rows: list[dict[str, Any]] = []
+    bumps: dict[str, int] = defaultdict(int)
+    own: dict[tuple[str, str], int] = defaultdict(int)
+    mentioned: set[tuple[str, str]] = set()
+    for send in sends:
+        room = rooms.get(send.room_id)
+        key = (send.room_id, send.input.client_msg_id or "")
+        try:
+            if room is None:
+                raise NotFound(f"Room {send.room_id} not found", code="ROOM_NOT_FOUND")
+            if send.sender not in profiles:
+                raise NotFound(f"No user {send.sender}", code="CLIENT_NOT_FOUND")
+            if send.input.client_msg_id and key in known:
+                if known[key].sender != send.sender:
+                    raise Conflict(
+                        "Another sender used this clientMessageId in this room",
+                        code="CLIENT_MESSAGE_ID_TAKEN",
+                    )
+                stored.append(_Stored(send, known[key], new=False))
+                continue
+            is_member = (room.id, send.sender) in memberships or _member_via_group(
+                conn, app_id, room.id, send.sender
+            )
+            if send.members_only and not is_member:
+                raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
+            if room.status == 0:
+                raise InsufficientPermissions("The room is frozen", code="ROOM_FROZEN")
+            fields = dict(send.input.fields)
+            if send.input.reply_to is not None:
+                replied = replies.get(send.input.reply_to)
+                if replied is None or replied["room"] != room.id:
+                    raise NotFound("reply names no message of this room", code="MESSAGE_NOT_FOUND")
+                fields["reply"] = replied
+        except ParleyError as error:
+            errors.append((send, error))
+            continue
+        room.last_seq += 1
+        room.message_count += 1
+        values: dict[str, Any] = {
+            "app_id": app_id,
+            "room_id": room.id,
+            "seq": room.last_seq,
+            "id": object_id(),
+            "sender": send.sender,
+            "message_type": send.input.message_type,
+            "body": fields,
+            "client_msg_id": send.input.client_msg_id,
+            "search_text": search_text(send.input.message_type, fields),
+            "pinned": False,
+            "hidden": False,
+            "reactions": None,
+            "batch_id": send.batch_id,
+            "edited_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        room.last_message_id = values["id"]
+        new_rows.append(values)
+        row = SimpleNamespace(**values)
+        if send.input.client_msg_id:
+            known[key] = row
+        bumps[room.id] += 1
+        own[(room.id, send.sender)] += 1
+        for user in send.input.mentions:
+            if user != send.sender:
+                mentioned.add((room.id, user))
+                mention_rows.append(
+                    {"app_id": app_id, "room_id": room.id, "user_id": user, "seq": room.last_seq}
+                )
+        stored.append(_Stored(send, row, new=True))
+
+    if not new_rows:
+        return
+    conn.execute(insert(_messages), new_rows)
+    if mention_rows:
+        conn.execute(insert(_mentions), mention_rows)
+    conn.execute(
+        UPDATE_ROOM,
+        [
+            {
+                "k_app": app_id,
+                "k_room": r.id,
+                "k_seq": r.last_seq,
+                "k_count": r.message_count,
+                "k_last": r.last_message_id,
+                "k_now": now,
+            }
+            for r in rooms.values()
+            if r.id in bumps
+        ],
+    )
+    conn.execute(
+        BUMP_ROOM_MEMBERS,
+        [{"k_app": app_id, "k_room": r, "k_now": now, "k_count": n} for r, n in bumps.items()],
+    )
+    conn.execute(
+        UNBUMP_SENDER,
+        [{"k_app": app_id, "k_room": r, "k_user": u, "k_count": n} for (r, u), n in own.items()],
+    )
+    if mentioned:
+        conn.execute(
+            MARK_MENTIONED,
+            [{"k_app": app_id, "k_room": r, "k_user": u} for r, u in sorted(mentioned)],
+        )
+
+
+@dataclass
+class _RoomState:
+    id: str
+    last_seq: int
+    message_count: int
+    status: int
+    last_message_id: str | None = None
+
+
+def _known_client_ids(
+    conn: Connection, app_id: str, sends: list[Send]
+) -> dict[tuple[str, str], Any]:
+    wanted = {(x.room_id, x.input.client_msg_id) for x in sends if x.input.client_msg_id}
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(_messages).where(
+            _messages.c.app_id == app_id,
+            _messages.c.room_id.in_(sorted({r for r, _ in wanted})),
+            _messages.c.client_msg_id.in_(sorted({c for _, c in wanted if c})),
+            _messages.c.client_msg_id.is_not(None),  # lets the partial index serve
+        )
+    )
+    return {(r.room_id, r.client_msg_id or ""): r for r in rows}
+
+
+def _member_via_group(conn: Connection, app_id: str, room_id: str, user_id: str) -> bool:
+    """Whether one of the user's groups is a member of the room."""
+    groups = select(_group_members.c.group_id).where(
+        _group_members.c.app_id == app_id, _group_members.c.user_id == user_id
+    )
+    found = conn.execute(
+        select(_members.c.user_id)
+        .where(
+            _members.c.app_id == app_id,
+            _members.c.room_id == room_id,
+            _members.c.user_id.in_(groups),
+        )
+        .limit(1)
+    )
+    return found.first() is not None
 
 
 def _fail(batch: list[Send], error: BaseException) -> None:

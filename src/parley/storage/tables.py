@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -266,11 +267,27 @@ class MessageRow(Base):
             ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
         ),
         UniqueConstraint("app_id", "id", name="uq_messages_app_id"),
-        UniqueConstraint("app_id", "room_id", "client_msg_id", name="uq_messages_client_msg_id"),
+        # Most messages carry neither a client id nor a batch: partial indexes keep the
+        # cost of a send's insert down to the rows that need them.
+        Index(
+            "uq_messages_client_msg_id",
+            "app_id",
+            "room_id",
+            "client_msg_id",
+            unique=True,
+            sqlite_where=text("client_msg_id IS NOT NULL"),
+            postgresql_where=text("client_msg_id IS NOT NULL"),
+        ),
         Index("ix_messages_room_updated", "app_id", "room_id", "updated_at", "seq"),
         Index("ix_messages_room_created", "app_id", "room_id", "created_at", "seq"),
         Index("ix_messages_app_created", "app_id", "created_at"),
-        Index("ix_messages_batch", "app_id", "batch_id"),
+        Index(
+            "ix_messages_batch",
+            "app_id",
+            "batch_id",
+            sqlite_where=text("batch_id IS NOT NULL"),
+            postgresql_where=text("batch_id IS NOT NULL"),
+        ),
     )
 
 

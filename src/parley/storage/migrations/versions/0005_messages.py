@@ -72,9 +72,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reactions", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("batch_id", sa.String(64), nullable=True))
         batch.add_column(sa.Column("edited_at", sa.BigInteger(), nullable=True))
-        batch.create_unique_constraint(
-            "uq_messages_client_msg_id", ["app_id", "room_id", "client_msg_id"]
-        )
     # The defaults above only filled existing rows; the models set these on every insert.
     with op.batch_alter_table("messages") as batch:
         batch.alter_column("pinned", server_default=None)
@@ -86,7 +83,23 @@ def upgrade() -> None:
         "ix_messages_room_created", "messages", ["app_id", "room_id", "created_at", "seq"]
     )
     op.create_index("ix_messages_app_created", "messages", ["app_id", "created_at"])
-    op.create_index("ix_messages_batch", "messages", ["app_id", "batch_id"])
+    only_with_client_id = sa.text("client_msg_id IS NOT NULL")
+    op.create_index(
+        "uq_messages_client_msg_id",
+        "messages",
+        ["app_id", "room_id", "client_msg_id"],
+        unique=True,
+        sqlite_where=only_with_client_id,
+        postgresql_where=only_with_client_id,
+    )
+    only_in_batches = sa.text("batch_id IS NOT NULL")
+    op.create_index(
+        "ix_messages_batch",
+        "messages",
+        ["app_id", "batch_id"],
+        sqlite_where=only_in_batches,
+        postgresql_where=only_in_batches,
+    )
     op.execute(
         "UPDATE rooms SET message_count = (SELECT count(*) FROM messages m"
         " WHERE m.app_id = rooms.app_id AND m.room_id = rooms.id)"
@@ -178,8 +191,8 @@ def downgrade() -> None:
     for name in ("ix_messages_batch", "ix_messages_app_created", "ix_messages_room_created"):
         op.drop_index(name, "messages")
     op.drop_index("ix_messages_room_updated", "messages")
+    op.drop_index("uq_messages_client_msg_id", "messages")
     with op.batch_alter_table("messages") as batch:
-        batch.drop_constraint("uq_messages_client_msg_id", type_="unique")
         for column in (
             "edited_at",
             "batch_id",
