@@ -22,15 +22,19 @@ from parley.api.responses import JSONResponse
 from parley.api.routes import clients, files, groups, health, me, messages, prefs, rooms
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
 from parley.config import Settings
+from parley.gateway.server import PATHS as GATEWAY_PATHS
+from parley.gateway.server import Gateway
 from parley.services.container import Services
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     svc = services or Services(settings)
+    gateway = Gateway(svc, max_payload=settings.max_body_bytes)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        gateway.attach()  # before the broker starts: see parley.broker.base
         await svc.start()
         try:
             yield
@@ -73,7 +77,23 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         upload_bytes=settings.max_file_bytes + UPLOAD_FORM_BYTES,
     )
     app.add_middleware(ImkitCompat)
+    app.add_middleware(SocketIOMount, gateway=gateway)
+    app.parley_gateway = gateway  # type: ignore[attr-defined]
     return app
+
+
+class SocketIOMount:
+    """``/socket.io/`` goes to the real-time gateway, before any HTTP middleware."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"] in GATEWAY_PATHS:
+            await self.gateway(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _leaf_routes(routes: list[Any]) -> list[Any]:

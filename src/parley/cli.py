@@ -92,6 +92,9 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
         access_log=settings.access_log,
         proxy_headers=settings.trust_proxy,
         server_header=False,
+        # A WebSocket frame larger than a request body is refused by the server itself,
+        # before it is buffered (the gateway allows the same size).
+        ws_max_size=settings.max_body_bytes,
     )
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from parley.services.events import Event
-from parley.services.messaging import HIDDEN_STUB_FIELDS
+from parley.services.messages import HIDDEN_STUB_FIELDS
 from tests.api.conftest import Recorder
 from tests.api.test_messages_send import (
     badge,

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import Any
 
-import orjson
 from sqlalchemy import select, update
 
 from parley.services.auth import Principal
@@ -36,6 +36,7 @@ from parley.storage.tables import MessageBatchRow, MessageRow, RoomRow, UserRow
 log = logging.getLogger("parley.batches")
 
 MAX_PARAS = 10_000
+MAX_VARIABLES = 100
 MAX_LISTED = 10_000
 PROGRESS_EVERY = 50  # entries between progress saves
 
@@ -83,6 +84,11 @@ class BatchService:
         flag(body, "skipTotalBadge", default=False)
         template = {k: v for k, v in body.items() if k not in ("paras", "sender")}
         parse_input(template, max_bytes=self._max_message_bytes, default_type=None)
+        for entry in paras:  # every entry's message is checked before the batch is taken
+            parse_input(
+                _substituted(template, entry, self._max_message_bytes),
+                max_bytes=self._max_message_bytes,
+            )
         batch_id = f"batch-{object_id()}"
         now = now_ms()
         async with self._db.write() as s:
@@ -187,7 +193,7 @@ class BatchService:
             entry = paras[index]
             try:
                 room_id = await self._room_for(app_id, batch.sender, entry)
-                message = _substituted(template, entry)
+                message = _substituted(template, entry, self._max_message_bytes)
                 fields = parse_input(message, max_bytes=self._max_message_bytes)
                 send_input = MessageInput(
                     fields.message_type,
@@ -241,14 +247,33 @@ class BatchService:
             )
 
 
-def _substituted(template: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
-    """The template with every ``$name$`` key of ``entry`` replaced by its value."""
+def _substituted(template: dict[str, Any], entry: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """The template with every ``$name$`` key of ``entry`` replaced by its value, in one
+    pass (a value holding another ``$name$`` stays as written). Refused with 413 before
+    anything is built when the result would pass ``max_bytes``: a short template and
+    long values must not make the server build gigabytes."""
     variables = {k: str(v) for k, v in entry.items() if k.startswith("$") and k.endswith("$")}
+    if len(variables) > MAX_VARIABLES:
+        raise InvalidRequest(f"At most {MAX_VARIABLES} variables per entry")
+    pattern = (
+        re.compile("|".join(re.escape(n) for n in sorted(variables, key=len, reverse=True)))
+        if variables
+        else None
+    )
+    budget = [max_bytes]
 
     def fill(text: str) -> str:
-        for name, value in variables.items():
-            text = text.replace(name, value)
-        return text
+        if pattern is None:
+            return text
+        grown = len(text) + sum(
+            text.count(name) * (len(value) - len(name)) for name, value in variables.items()
+        )
+        budget[0] -= grown
+        if budget[0] < 0:
+            raise TooLarge(
+                "A batch entry expands past the message size limit", code="MESSAGE_TOO_LARGE"
+            )
+        return pattern.sub(lambda found: variables[found.group()], text)
 
     def walk(value: Any) -> Any:
         if isinstance(value, str):
@@ -263,8 +288,5 @@ def _substituted(template: dict[str, Any], entry: dict[str, Any]) -> dict[str, A
     if isinstance(message.get("message"), str):
         message["message"] = fill(message["message"])
     if "extra" in message:
-        extra = message["extra"]
-        message["extra"] = (
-            fill(extra) if isinstance(extra, str) else orjson.loads(orjson.dumps(walk(extra)))
-        )
+        message["extra"] = walk(message["extra"])
     return message

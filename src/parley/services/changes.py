@@ -45,17 +45,26 @@ class ChangeFeed:
         self._apply = apply
         self._node = secrets.token_hex(8)  # to skip our own changes echoed by the broker
         self._seen: set[int] = set()  # change ids applied, above the poll floor
+        self._recorded: dict[Change, AuthChangeRow] = {}
         self._max_id = 0
         self._last_cleanup = 0
 
     async def record(self, session: AsyncSession, change: Change) -> None:
-        session.add(
-            AuthChangeRow(
-                app_id=change.app_id, kind=change.kind, subject=change.subject, at=now_ms()
-            )
+        row = AuthChangeRow(
+            app_id=change.app_id, kind=change.kind, subject=change.subject, at=now_ms()
         )
+        session.add(row)
+        # Kept until announce(): once committed, the row's id marks the change as applied
+        # here, so that the next poll does not apply it a second time (dropping caches
+        # filled since). A rolled-back change is never announced; the cap bounds those.
+        if len(self._recorded) > 1000:
+            self._recorded.clear()
+        self._recorded[change] = row
 
     async def announce(self, change: Change) -> None:
+        row = self._recorded.pop(change, None)
+        if row is not None and row.id is not None:
+            self._seen.add(row.id)
         self._apply(change)
         await self._broker.publish(
             CHANNEL,

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import io
 import logging
+import math
 import mimetypes
 import re
 import time
@@ -360,7 +361,7 @@ class FileService:
                 "A signed URL cannot make another", code="INSUFFICIENT_PERMISSIONS"
             )
         row = await self.find(caller, bucket, file_id)
-        expires = int(time.time()) + self.limits.signed_url_seconds
+        expires = math.ceil(time.time()) + self.limits.signed_url_seconds  # at least that long
         signature = self._signature(row.app_id, row.bucket, row.id, expires)
         return f"appID={row.app_id}&expires={expires}&signature={signature}"
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services.auth import Principal
 from parley.services.clock import iso
 from parley.services.errors import InsufficientPermissions, InvalidRequest, NotFound, TooLarge
-from parley.services.messages import message_public
+from parley.services.messages import hidden_stub, message_public
 from parley.services.params import acting_user, int_param, time_param
 from parley.services.query_filter import build_filter
 from parley.services.rooms import RoomService
@@ -28,6 +28,7 @@ from parley.storage.db import Database
 from parley.storage.tables import HiddenMessageRow, MessageRow, RoomMemberRow, RoomRow
 
 DEFAULT_PAGE = 20
+RECENT_ROOMS = 100
 TIME_FIELDS = {
     "updatedAt": MessageRow.updated_at,
     "createdAt": MessageRow.created_at,
@@ -157,36 +158,52 @@ class HistoryService:
 
     async def recent(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
         """``GET /messages/recent``: the newest messages of the caller's most recently
-        active rooms (at most ``limit`` rooms, ``limit`` messages each, then the newest
-        ``limit`` of those) — bounded however many rooms the caller has."""
+        active rooms (at most RECENT_ROOMS of them), newest first, in one query —
+        bounded however many rooms the caller has."""
         limit = self._limit(params.get("limit"), DEFAULT_PAGE)
         user_id = acting_user(caller)
         async with self._db.read() as s:
-            room_ids = list(
+            memberships = list(
                 (
                     await s.execute(
-                        select(RoomMemberRow.room_id)
+                        select(RoomMemberRow)
                         .where(
                             RoomMemberRow.app_id == caller.app_id,
                             RoomMemberRow.user_id == user_id,
                         )
                         .order_by(RoomMemberRow.activity_at.desc())
-                        .limit(limit)
+                        .limit(RECENT_ROOMS)
                     )
                 ).scalars()
             )
-            rows: list[MessageRow] = []
-            for room_id in room_ids:
-                room = await s.get(RoomRow, (caller.app_id, room_id))
-                if room is None:
-                    continue
-                superuser = self._rooms.is_superuser(
-                    room, await s.get(RoomMemberRow, (caller.app_id, room_id, user_id)), caller
+            rooms = {
+                r.id: r
+                for r in (
+                    await s.execute(
+                        select(RoomRow).where(
+                            RoomRow.app_id == caller.app_id,
+                            RoomRow.id.in_([m.room_id for m in memberships]),
+                        )
+                    )
+                ).scalars()
+            }
+            superuser_rooms = [
+                m.room_id
+                for m in memberships
+                if m.room_id in rooms and self._rooms.is_superuser(rooms[m.room_id], m, caller)
+            ]
+            query = (
+                select(MessageRow)
+                .where(
+                    MessageRow.app_id == caller.app_id,
+                    MessageRow.room_id.in_(list(rooms)),
+                    or_(MessageRow.hidden.is_(False), MessageRow.room_id.in_(superuser_rooms)),
                 )
-                query = self._visible(room, superuser).order_by(MessageRow.seq.desc())
-                rows += list((await s.execute(query.limit(limit))).scalars())
-            rows.sort(key=lambda r: (r.created_at, r.seq), reverse=True)
-            data, _ = await self._render(s, caller, rows[:limit])
+                .order_by(MessageRow.created_at.desc(), MessageRow.seq.desc())
+                .limit(limit)
+            )
+            rows = list((await s.execute(query)).scalars())
+            data, _ = await self._render(s, caller, rows)
         return {"count": len(data), "data": data}
 
     async def all_in_app(self, caller: Principal, params: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +258,8 @@ class HistoryService:
         self, app_id: str, room_id: str, seq: int, limit: int
     ) -> list[dict[str, Any]]:
         """Messages of a room after sequence ``seq``, oldest first: what a reconnecting
-        client missed. The caller (the real-time gateway) has checked membership."""
+        client missed (a message hidden from the room as its stub, as events carry it).
+        The caller (the real-time gateway) has checked membership."""
         async with self._db.read() as s:
             rows = list(
                 (
@@ -258,7 +276,7 @@ class HistoryService:
                 ).scalars()
             )
             profiles = await self._users.profiles(app_id, _senders(rows), s)
-        return [_public(r, profiles) for r in rows]
+        return [hidden_stub(_public(r, profiles)) for r in rows]
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -230,7 +230,9 @@ class MessageWriter:
                 (
                     await s.execute(
                         select(MessageRow).where(
-                            MessageRow.app_id == app_id, MessageRow.id.in_(ids)
+                            MessageRow.app_id == app_id,
+                            MessageRow.id.in_(ids),
+                            MessageRow.hidden.is_(False),  # hidden content is quoted by no one
                         )
                     )
                 ).scalars()
@@ -332,6 +334,7 @@ def _store_app(
             "hidden": False,
             "reactions": None,
             "batch_id": send.batch_id,
+            "reply_to": send.input.reply_to,
             "edited_at": None,
             "created_at": now,
             "updated_at": now,

@@ -70,6 +70,9 @@ SERVER_FIELDS = frozenset(
         "clientMessageId",
     }
 )
+# What a room hears of a message hidden from it (events, resume): that it is hidden, not
+# what it says. Superusers read the whole message from history.
+HIDDEN_STUB_FIELDS = ("_id", "id", "appID", "room", "seq", "isHidden", "updatedAt", "updatedAtMS")
 MAX_CLIENT_ID = 64
 MAX_MENTIONS = 200
 MAX_SEARCH_TEXT = 10_000
@@ -102,6 +105,8 @@ def parse_input(body: Any, *, max_bytes: int, default_type: str | None = "text")
         )
     if message_type in SYSTEM_TYPES or message_type == "typing":
         raise InvalidRequest(f"{message_type} messages are written by the server only")
+    if message_type == RECALL:
+        raise InvalidRequest("A recall names the message: send its _id", code="INVALID_BODY")
     client_msg_id = body.get("clientMessageId")
     if client_msg_id is not None and (
         not isinstance(client_msg_id, str) or not 0 < len(client_msg_id) <= MAX_CLIENT_ID
@@ -290,4 +295,11 @@ def message_public(row: MessageRow, sender: dict[str, Any] | None) -> dict[str, 
         public["reactionCount"] = len(row.reactions)
     if row.batch_id:
         public["batchID"] = row.batch_id
+    return public
+
+
+def hidden_stub(public: dict[str, Any]) -> dict[str, Any]:
+    """``public`` itself, or its stub when the message is hidden from the room."""
+    if public.get("isHidden"):
+        return {k: public[k] for k in HIDDEN_STUB_FIELDS if k in public}
     return public

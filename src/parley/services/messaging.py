@@ -37,13 +37,14 @@ from parley.services.messages import (
     SYSTEM_TYPES,
     check_size,
     forget_mentions,
+    hidden_stub,
     message_public,
     parse_input,
     refresh_mentioned,
     search_text,
 )
 from parley.services.params import acting_user, check_room_id, flag
-from parley.services.rooms import RoomService, not_found
+from parley.services.rooms import RoomService, room_event_data
 from parley.services.users import UserService, user_embedded
 from parley.storage.db import Database
 from parley.storage.tables import (
@@ -55,8 +56,7 @@ from parley.storage.tables import (
 )
 
 MAX_REACTIONS = 1000
-# What a change event tells the room of a message hidden from it.
-HIDDEN_STUB_FIELDS = ("_id", "id", "appID", "room", "seq", "isHidden", "updatedAt", "updatedAtMS")
+
 MAX_HIDE_IDS = 1000
 
 
@@ -150,10 +150,11 @@ class MessageService:
             check_size(fields, self.limits.max_message_bytes)
             if changes.reply_to is not None:
                 replied = await self._message(s, caller.app_id, changes.reply_to)
-                if replied is None or replied.room_id != room.id:
+                if replied is None or replied.room_id != room.id or replied.hidden:
                     raise NotFound("reply names no message of this room", code="MESSAGE_NOT_FOUND")
                 fields["reply"] = await self._public(s, replied)
                 fields["reply"].pop("reply", None)
+                row.reply_to = replied.id
             now = now_ms()
             row.message_type = changes.message_type
             row.body = fields
@@ -193,7 +194,9 @@ class MessageService:
             mentioned = await forget_mentions(s, room.app_id, room.id, row.seq)
             await refresh_mentioned(s, room.app_id, room.id, mentioned)
             public = await self._public(s, row)
-        await self._publish_change(caller.app_id, public)
+            replies = await self._requote(s, row, _quoted(public))
+        for change in [public, *replies]:
+            await self._publish_change(caller.app_id, change)
         return public
 
     async def delete(self, caller: Principal, room_id: str, message_id: str) -> dict[str, Any]:
@@ -230,11 +233,15 @@ class MessageService:
                 )
                 room.message_count = 0
                 room.last_message_id = None
+                replies = []
             else:
                 row = await self._message(s, room.app_id, _message_id(message_id))
                 if row is None or row.room_id != room.id:
                     raise message_not_found()
                 count = 1
+                replies = await self._requote(
+                    s, row, {"_id": row.id, "id": row.id, "isDeleted": True}
+                )
                 await s.delete(row)
                 await s.execute(
                     delete(HiddenMessageRow).where(
@@ -270,7 +277,11 @@ class MessageService:
                     room.last_message_id = latest[0] if latest else None
             now = now_ms()
             view = (await self._rooms.views(s, [room], caller))[0]
-        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id])])
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, room_event_data(view), rooms=[room.id])]
+        )
+        for change in replies:
+            await self._publish_change(caller.app_id, change)
         return {
             "deletedCount": count,
             "roomID": room.id,
@@ -288,7 +299,9 @@ class MessageService:
             row.hidden = hidden
             row.updated_at = _later(now_ms(), row.updated_at)
             public = await self._public(s, row)
-        await self._publish_change(caller.app_id, public)
+            replies = await self._requote(s, row, _quoted(public))
+        for change in [public, *replies]:
+            await self._publish_change(caller.app_id, change)
         return public
 
     async def hide_by_sender(self, caller: Principal, body: Any, hidden: bool) -> dict[str, Any]:
@@ -327,7 +340,7 @@ class MessageService:
     async def set_pinned(self, caller: Principal, message_id: str, pinned: bool) -> dict[str, Any]:
         """One pinned message per room: pinning one unpins the one before."""
         async with self._db.write() as s:
-            room, row, member = await self._locate(s, caller, _message_id(message_id), lock=True)
+            room, row, member = await self._locate(s, caller, _message_id(message_id))
             self._require_superuser(room, member, caller)
             if row.message_type == RECALL and pinned:
                 raise InvalidRequest("A recalled message cannot be pinned")
@@ -399,11 +412,14 @@ class MessageService:
         user_id = acting_user(caller)
         async with self._db.write() as s:
             room = await self._rooms.room_row(s, caller.app_id, body["room"])
-            if await self._member(s, room, caller) is None:
+            member = await self._member(s, room, caller)
+            if member is None:
                 raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
             in_room = select(MessageRow.id).where(
                 MessageRow.app_id == room.app_id, MessageRow.room_id == room.id
             )
+            if not self._rooms.is_superuser(room, member, caller):
+                in_room = in_room.where(MessageRow.hidden.is_(False))
             if not everything:
                 in_room = in_room.where(MessageRow.id.in_(wanted))
             found = list((await s.execute(in_room.order_by(MessageRow.seq))).scalars())
@@ -453,20 +469,26 @@ class MessageService:
         message_id: str,
         *,
         room_id: str | None = None,
-        lock: bool = False,
     ) -> tuple[RoomRow, MessageRow, RoomMemberRow | None]:
-        """The message, its room and the caller's membership; 404 unless the caller is a
-        member of the message's room (or the API Key)."""
-        row = await self._message(s, caller.app_id, message_id, lock=True)
-        if row is None or (room_id is not None and row.room_id != check_room_id(room_id)):
+        """The message, its room and the caller's membership, all locked for the change:
+        the room first, then the message — the order every writer takes, so that two
+        changes cannot deadlock on PostgreSQL. 404 unless the caller is a member of the
+        message's room (or the API Key), and for a message hidden from the room unless
+        the caller is its sender or a superuser."""
+        found = await self._message(s, caller.app_id, message_id)
+        if found is None or (room_id is not None and found.room_id != check_room_id(room_id)):
             if room_id is not None:  # an unknown room is its own error
                 await self._rooms.room_row(s, caller.app_id, room_id)
             raise message_not_found()
-        room = await s.get(RoomRow, (row.app_id, row.room_id), with_for_update=lock)
-        if room is None:
-            raise not_found(row.room_id)
+        room = await s.get(RoomRow, (found.app_id, found.room_id), with_for_update=True)
+        row = await self._message(s, caller.app_id, message_id, lock=True)
+        if room is None or row is None or row.room_id != room.id:
+            raise message_not_found()
         member = await self._member(s, room, caller)
         if member is None and not caller.is_admin:
+            raise message_not_found()
+        superuser = self._rooms.is_superuser(room, member, caller)
+        if row.hidden and not superuser and row.sender != caller.user_id:
             raise message_not_found()
         return room, row, member
 
@@ -489,8 +511,8 @@ class MessageService:
         s: AsyncSession, app_id: str, message_id: str, *, lock: bool = False
     ) -> MessageRow | None:
         query = select(MessageRow).where(MessageRow.app_id == app_id, MessageRow.id == message_id)
-        if lock:
-            query = query.with_for_update()
+        if lock:  # and read it afresh: another change may have committed meanwhile
+            query = query.with_for_update().execution_options(populate_existing=True)
         return (await s.execute(query)).scalar_one_or_none()
 
     async def _public(self, s: AsyncSession, row: MessageRow) -> dict[str, Any]:
@@ -498,13 +520,42 @@ class MessageService:
         sender = profiles.get(row.sender or "")
         return message_public(row, user_embedded(sender) if sender else None)
 
+    async def _requote(
+        self, s: AsyncSession, row: MessageRow, quoted: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Replies keep a copy of what they quote: after a recall, delete or hide of
+        ``row`` they quote its new state instead (and count as changed)."""
+        replies = list(
+            (
+                await s.execute(
+                    select(MessageRow).where(
+                        MessageRow.app_id == row.app_id,
+                        MessageRow.room_id == row.room_id,
+                        MessageRow.reply_to == row.id,
+                    )
+                )
+            ).scalars()
+        )
+        now = now_ms()
+        changed = []
+        for reply in replies:
+            reply.body = {**reply.body, "reply": quoted}
+            reply.updated_at = _later(now, reply.updated_at)
+            changed.append(await self._public(s, reply))
+        return changed
+
     async def _publish_change(self, app_id: str, public: dict[str, Any]) -> None:
         """``chat message`` with the message's new state; a message hidden from the room
         goes out as a stub, so that its content reaches no one the history hides it from
         (the room's superusers read it from history)."""
-        if public.get("isHidden"):
-            public = {k: public[k] for k in HIDDEN_STUB_FIELDS if k in public}
+        public = hidden_stub(public)
         await self._events.publish([Event(app_id, CHAT_MESSAGE, public, rooms=[public["room"]])])
+
+
+def _quoted(public: dict[str, Any]) -> dict[str, Any]:
+    """A message as a reply quotes it: one level deep, hidden content left out."""
+    quoted = {k: v for k, v in hidden_stub(public).items() if k != "reply"}
+    return quoted
 
 
 def _message_id(value: Any) -> str:

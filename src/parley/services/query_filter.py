@@ -96,6 +96,8 @@ def _field_condition(column: Any, name: str, value: Any) -> ColumnElement[bool]:
         elif op == "$regex":
             # "(?i)" is understood by Python's re (SQLite) and PostgreSQL's AREs alike;
             # SQLAlchemy's flags= argument is silently dropped on SQLite.
+            if not _is_text(column):
+                raise invalid(f"$regex applies to text fields, not {name!r}")
             pattern = _regex(operand)
             parts.append(column.regexp_match("(?i)" + pattern if options else pattern))
         else:
@@ -117,6 +119,20 @@ def _scalar(name: str, value: Any, column: Any) -> _Scalar | None:
             raise invalid(f"Value for {name!r} must be a string or null")
         if len(value) > 1000:
             raise invalid(f"Value for {name!r} is too long")
+        return value
+    try:
+        kind = column.type.python_type
+    except NotImplementedError:
+        kind = None
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise invalid(f"Value for {name!r} must be true, false or null")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise invalid(f"Value for {name!r} must be a number or null")
+        if not -(2**63) <= value < 2**63:
+            raise invalid(f"Value for {name!r} is out of range")
         return value
     if isinstance(value, _Scalar):
         return value

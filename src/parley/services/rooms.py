@@ -47,7 +47,12 @@ from parley.services.events import (
 )
 from parley.services.groups import GroupService, groups_of
 from parley.services.ids import direct_room_id, object_id
-from parley.services.messages import append_message, message_public, refresh_mentioned
+from parley.services.messages import (
+    append_message,
+    hidden_stub,
+    message_public,
+    refresh_mentioned,
+)
 from parley.services.params import acting_user, check_room_id, flag, int_param, time_param
 from parley.services.prefs import PrefService
 from parley.services.users import UserService, user_embedded
@@ -172,7 +177,10 @@ class RoomService:
             invitations = await self._invite(s, room, joiner, invitees)
             view = await self._view(s, room, caller)
         await self._events.publish(
-            [Event(caller.app_id, ROOM, view, rooms=[room_id], users=wanted), *invitations]
+            [
+                Event(caller.app_id, ROOM, room_event_data(view), rooms=[room_id], users=wanted),
+                *invitations,
+            ]
         )
         return view
 
@@ -201,7 +209,11 @@ class RoomService:
             view = await self._view(s, room, caller)
         if member is None:
             await self._events.publish(
-                [Event(caller.app_id, ROOM, view, rooms=[room_id], users=[user_id])]
+                [
+                    Event(
+                        caller.app_id, ROOM, room_event_data(view), rooms=[room_id], users=[user_id]
+                    )
+                ]
             )
         return view
 
@@ -374,7 +386,9 @@ class RoomService:
                     row.is_manager = row.user_id in managers
             room.updated_at = now_ms()
             view = await self._view(s, room, caller)
-        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id])])
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, room_event_data(view), rooms=[room.id])]
+        )
         return view
 
     async def delete(self, caller: Principal, room_id: str) -> dict[str, Any]:
@@ -460,7 +474,10 @@ class RoomService:
                 await self._system(s, room, caller.user_id, kind, new)
             view = await self._view(s, room, caller)
         await self._events.publish(
-            [Event(caller.app_id, ROOM, view, rooms=[room.id], users=new), *invitations]
+            [
+                Event(caller.app_id, ROOM, room_event_data(view), rooms=[room.id], users=new),
+                *invitations,
+            ]
         )
         return view
 
@@ -675,7 +692,9 @@ class RoomService:
                     kind = "deleteMember" if len(gone) == 1 else "deleteMembers"
                     await self._system(s, room, caller.user_id, kind, gone)
             view = await self._view(s, room, caller)
-        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id], users=gone)])
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, room_event_data(view), rooms=[room.id], users=gone)]
+        )
         return view
 
     async def set_member_property(
@@ -709,7 +728,9 @@ class RoomService:
             if assign_admin:
                 await self._system(s, room, caller.user_id, "assignAdmin", [client])
             view = await self._view(s, room, caller)
-        await self._events.publish([Event(caller.app_id, ROOM, view, rooms=[room.id])])
+        await self._events.publish(
+            [Event(caller.app_id, ROOM, room_event_data(view), rooms=[room.id])]
+        )
         return view
 
     async def mark_read(self, caller: Principal, room_id: str, message_id: Any) -> dict[str, Any]:
@@ -982,19 +1003,34 @@ class RoomService:
             )
             last = last_rows.get(room.last_message_id or "")
             view = room_public(room, members, profiles)
+            superuser = self.is_superuser(room, mine, caller)
             if last is not None:
                 sender = profiles.get(last.sender or "")
-                view["lastMessage"] = message_public(
-                    last, user_embedded(sender) if sender else None
-                )
+                last_public = message_public(last, user_embedded(sender) if sender else None)
+                # A message hidden from the room shows only to its superusers.
+                view["lastMessage"] = last_public if superuser else hidden_stub(last_public)
             pref = prefs.get(room.id, {"room": room.id})
             view["pref"] = pref
             view["muted"] = bool(pref.get("muted")) or room.id in muted_rooms
             view["unread"] = mine.badge if mine else 0
             view["isMentioned"] = bool(mine and mine.mentioned)
-            view["isSuperuser"] = self.is_superuser(room, mine, caller)
+            view["isSuperuser"] = superuser
             views.append(view)
         return views
+
+
+# Fields of a room view that belong to the one user it was made for.
+PERSONAL_FIELDS = ("pref", "muted", "unread", "isMentioned", "isSuperuser")
+
+
+def room_event_data(view: dict[str, Any]) -> dict[str, Any]:
+    """A ``room`` event goes to every member: the view without what is personal to the
+    user who made the change (SDKs keep their own values of those, contract §5.4), and a
+    hidden last message as its stub."""
+    data = {k: v for k, v in view.items() if k not in PERSONAL_FIELDS}
+    if isinstance(data.get("lastMessage"), dict):
+        data["lastMessage"] = hidden_stub(data["lastMessage"])
+    return data
 
 
 def room_public(

@@ -201,6 +201,9 @@ async def _unavailable_on_outage() -> AsyncIterator[None]:
             raise InvalidRequest("The request holds characters that cannot be stored") from exc
         if _is_connection_error(exc):
             raise ServiceUnavailable("The database is unavailable; retry later") from exc
+        if "deadlock" in str(exc.orig).lower() or "could not serialize" in str(exc.orig).lower():
+            # PostgreSQL chose this transaction to break a lock cycle: nothing was stored.
+            raise Conflict("A concurrent request changed the same data; retry") from exc
         raise
     except (TimeoutError, OSError, ConnectionError) as exc:
         raise ServiceUnavailable("The database is unavailable; retry later") from exc

@@ -258,6 +258,9 @@ class MessageRow(Base):
     hidden: Mapped[bool] = mapped_column(Boolean, default=False)
     reactions: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     batch_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The message this one quotes (``reply``): a recall, delete or hide of that message
+    # rewrites the quote.
+    reply_to: Mapped[str | None] = mapped_column(String(24), default=None)
     edited_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
@@ -281,6 +284,14 @@ class MessageRow(Base):
         Index("ix_messages_room_updated", "app_id", "room_id", "updated_at", "seq"),
         Index("ix_messages_room_created", "app_id", "room_id", "created_at", "seq"),
         Index("ix_messages_app_created", "app_id", "created_at"),
+        Index(
+            "ix_messages_reply",
+            "app_id",
+            "room_id",
+            "reply_to",
+            sqlite_where=text("reply_to IS NOT NULL"),
+            postgresql_where=text("reply_to IS NOT NULL"),
+        ),
         Index(
             "ix_messages_batch",
             "app_id",

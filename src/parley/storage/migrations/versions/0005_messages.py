@@ -71,6 +71,7 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("reactions", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("batch_id", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("reply_to", sa.String(24), nullable=True))
         batch.add_column(sa.Column("edited_at", sa.BigInteger(), nullable=True))
     # The defaults above only filled existing rows; the models set these on every insert.
     with op.batch_alter_table("messages") as batch:
@@ -91,6 +92,14 @@ def upgrade() -> None:
         unique=True,
         sqlite_where=only_with_client_id,
         postgresql_where=only_with_client_id,
+    )
+    only_replies = sa.text("reply_to IS NOT NULL")
+    op.create_index(
+        "ix_messages_reply",
+        "messages",
+        ["app_id", "room_id", "reply_to"],
+        sqlite_where=only_replies,
+        postgresql_where=only_replies,
     )
     only_in_batches = sa.text("batch_id IS NOT NULL")
     op.create_index(
@@ -192,9 +201,11 @@ def downgrade() -> None:
         op.drop_index(name, "messages")
     op.drop_index("ix_messages_room_updated", "messages")
     op.drop_index("uq_messages_client_msg_id", "messages")
+    op.drop_index("ix_messages_reply", "messages")
     with op.batch_alter_table("messages") as batch:
         for column in (
             "edited_at",
+            "reply_to",
             "batch_id",
             "reactions",
             "hidden",

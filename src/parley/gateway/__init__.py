@@ -1,0 +1,1 @@
+"""The real-time gateway: Socket.IO for IMKIT clients (see parley.gateway.server)."""

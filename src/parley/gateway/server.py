@@ -1,0 +1,595 @@
+"""The real-time gateway: ``/socket.io/`` on the REST port (contract §5).
+
+One :class:`Gateway` per node. It owns the protocol (see :mod:`parley.gateway.protocol`)
+so that a frame is encoded once per encoding and written to every socket that gets it.
+
+A socket's life:
+1. WebSocket accepted, Engine.IO ``open`` sent; pings every ``ping_interval`` seconds, a
+   socket that does not answer within ``ping_timeout`` is closed.
+2. Socket.IO CONNECT to the root namespace. With ``auth: {clientKey, token}`` the socket
+   is authenticated right there (modern clients); without it, the IMKIT handshake follows:
+   ``conf`` (``{"encoding": "base64"}`` turns every payload and ack of this socket into
+   base64 of its JSON) then ``auth2(token, headers, ack)`` or the legacy ``auth(token,
+   ack)``. Authentication is the REST path itself (``Authenticator.authenticate``), so
+   the Client Key rules and error codes are the same; a failure is acked with the error
+   and the socket closed. Until then the socket receives nothing and may send nothing.
+3. Authenticated, it receives every event of the rooms its user belongs to (followed live
+   as ``room`` events change membership) and of the user itself; it may send ``typing``
+   and ``chat message`` (through the same message writer as REST).
+A frame that breaks the protocol closes its own socket only. Frames wait in a bounded
+queue per socket; a socket that stops reading until the queue is full is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from starlette.types import Receive, Scope, Send
+
+from parley.api.errors import status_of
+from parley.gateway.protocol import (
+    ACK,
+    CONNECT,
+    CONNECT_ERROR,
+    DISCONNECT,
+    EIO_CLOSE,
+    EIO_MESSAGE,
+    EIO_PING,
+    EIO_PONG,
+    EVENT,
+    ProtocolError,
+    decode_engine,
+    decode_socket,
+    engine_open,
+    event_frame,
+    socket_frame,
+)
+from parley.services.auth import Access, Credentials, Principal
+from parley.services.container import Services
+from parley.services.errors import InvalidRequest, ParleyError
+from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
+from parley.services.groups import groups_of
+from parley.services.users import user_embedded
+from parley.storage.tables import RoomMemberRow
+
+log = logging.getLogger("parley.gateway")
+
+PATHS = ("/socket.io", "/socket.io/")
+MAX_RESUME_ROOMS = 1000
+RECENT_VERSIONS = 2048
+MAX_RESUME_MESSAGES = 10_000  # per room; a client further behind reloads its history
+RESUME_PAGE = 500
+
+
+class RecentSet:
+    """The last ``size`` items added, as a set."""
+
+    def __init__(self, size: int) -> None:
+        self._order: deque[Any] = deque()
+        self._items: set[Any] = set()
+        self._size = size
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._items
+
+    def add(self, item: Any) -> None:
+        if item in self._items:
+            return
+        self._order.append(item)
+        self._items.add(item)
+        if len(self._order) > self._size:
+            self._items.discard(self._order.popleft())
+
+    def snapshot(self) -> set[Any]:
+        return set(self._items)
+
+
+class Socket:
+    """One client connection. ``encoding`` is "plain" or "base64" (set by ``conf``)."""
+
+    def __init__(self, sid: str, send: Send, max_queue: int) -> None:
+        self.sid = sid
+        self._send = send
+        self.encoding = "plain"
+        self.principal: Principal | None = None
+        self.rooms: set[str] = set()
+        self.last_seen = time.monotonic()
+        self._queue: deque[str] = deque()
+        # Rooms being resumed: their live ``chat message`` frames wait here, keyed by
+        # (message id, updatedAtMS), until the missed messages have gone out.
+        self.catching_up: dict[str, list[tuple[tuple[Any, Any], str]]] = {}
+        # The message versions this socket got last: a resume skips them, and an event
+        # that arrives after a resume already sent its message from the database is
+        # dropped.
+        self.recent = RecentSet(RECENT_VERSIONS)
+        self._max_queue = max_queue
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        if self.principal is None or self.principal.user_id is None:
+            return None
+        return (self.principal.app_id, self.principal.user_id)
+
+    def push(self, frame: str) -> bool:
+        """Queue a frame; False when the client has stopped reading (queue full)."""
+        if self.closed:
+            return True
+        if len(self._queue) >= self._max_queue:
+            return False
+        self._queue.append(frame)
+        self._ready.set()
+        return True
+
+    async def drain_forever(self) -> None:
+        while not self.closed:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue and not self.closed:
+                frame = self._queue.popleft()
+                await self._send({"type": "websocket.send", "text": frame})
+
+    def payload(self, data: Any) -> Any:
+        """``data`` as this socket's encoding carries it."""
+        if self.encoding == "base64":
+            return base64.b64encode(orjson.dumps(data)).decode()
+        return data
+
+
+class Gateway:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        max_payload: int = 1_000_000,
+        max_queue: int = 1000,
+    ) -> None:
+        self._svc = services
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.max_queue = max_queue
+        self._sockets: dict[str, Socket] = {}
+        self._by_user: dict[tuple[str, str], set[Socket]] = {}
+        self._by_room: dict[tuple[str, str], set[Socket]] = {}
+
+    def attach(self) -> None:
+        """Subscribe to the event channel (before the broker starts)."""
+        self._svc.broker.subscribe(CHANNEL, self._on_event)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._sockets)
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await _refuse_polling(send)
+            return
+        query = dict(
+            part.split("=", 1) if "=" in part else (part, "")
+            for part in scope.get("query_string", b"").decode("latin-1").split("&")
+            if part
+        )
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if query.get("EIO") != "4" or query.get("transport", "websocket") != "websocket":
+            await send({"type": "websocket.close", "code": 1002})
+            return
+        await send({"type": "websocket.accept"})
+        sid = secrets.token_urlsafe(15)
+        sock = Socket(sid, send, self.max_queue)
+        self._sockets[sid] = sock
+        await send(
+            {
+                "type": "websocket.send",
+                "text": engine_open(
+                    sid,
+                    int(self.ping_interval * 1000),
+                    int(self.ping_timeout * 1000),
+                    self.max_payload,
+                ),
+            }
+        )
+        drain = asyncio.create_task(sock.drain_forever())
+        pinger = asyncio.create_task(self._ping_forever(sock))
+        try:
+            await self._read_forever(sock, scope, receive)
+        except ProtocolError as exc:
+            log.info("closing socket %s: %s", sid, exc)
+        finally:
+            sock.closed = True
+            self._forget(sock)
+            for task in (drain, pinger):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": 1000})
+
+    async def _read_forever(self, sock: Socket, scope: Scope, receive: Receive) -> None:
+        connected = False
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                raise ProtocolError("binary frames are not accepted")
+            if len(text) > self.max_payload:
+                raise ProtocolError("frame too large")
+            sock.last_seen = time.monotonic()
+            kind, data = decode_engine(text)
+            if kind == EIO_PONG:
+                continue
+            if kind == EIO_PING:
+                sock.push(EIO_PONG + data)
+                continue
+            if kind == EIO_CLOSE:
+                return
+            if kind != EIO_MESSAGE:
+                continue
+            packet = decode_socket(data)
+            if packet.namespace != "/":
+                sock.push(socket_frame(CONNECT_ERROR, {"message": "Invalid namespace"}))
+                continue
+            if packet.type == CONNECT:
+                connected = await self._connect(sock, scope, packet.data)
+                if not connected:
+                    return
+            elif not connected:
+                raise ProtocolError("a packet before CONNECT")
+            elif packet.type == DISCONNECT or (
+                packet.type == EVENT
+                and not await self._event(sock, scope, packet.data, packet.ack_id)
+            ):
+                return
+            # ACKs from the client answer nothing the server asks: ignored.
+
+    async def _ping_forever(self, sock: Socket) -> None:
+        while not sock.closed:
+            await asyncio.sleep(self.ping_interval)
+            if time.monotonic() - sock.last_seen > self.ping_interval + self.ping_timeout:
+                log.info("socket %s missed its pongs: closing", sock.sid)
+                sock.closed = True
+                self._forget(sock)
+                with contextlib.suppress(Exception):
+                    await sock._send({"type": "websocket.close", "code": 1001})
+                return
+            sock.push(EIO_PING)
+
+    # -- handshake ----------------------------------------------------------------------
+
+    async def _connect(self, sock: Socket, scope: Scope, auth: Any) -> bool:
+        """Socket.IO CONNECT; with ``{clientKey, token}`` authenticates at once."""
+        if isinstance(auth, dict) and (auth.get("clientKey") or auth.get("token")):
+            headers = {
+                "IM-CLIENT-KEY": auth.get("clientKey"),
+                "IM-Authorization": auth.get("token"),
+            }
+            resume = auth.get("resume")
+            try:
+                await self._authenticate(sock, scope, auth.get("token"), headers, resume=resume)
+            except ParleyError as error:
+                refusal = {"message": error.code, "data": _error(error)}
+                sock.push(socket_frame(CONNECT_ERROR, refusal))
+                return False
+            sock.push(socket_frame(CONNECT, {"sid": sock.sid}))
+            if isinstance(resume, dict):
+                await self._resume(sock, resume)
+            return True
+        sock.push(socket_frame(CONNECT, {"sid": sock.sid}))
+        return True
+
+    async def _event(self, sock: Socket, scope: Scope, args: list[Any], ack_id: int | None) -> bool:
+        """One client event; False when the socket must close."""
+        name, params = args[0], args[1:]
+        if name == "conf":
+            conf = params[0] if params and isinstance(params[0], dict) else {}
+            if conf.get("encoding") in ("base64", "plain"):
+                sock.encoding = str(conf["encoding"])
+            self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": {"encoding": sock.encoding}})
+            return True
+        if name in ("auth2", "auth"):
+            token = params[0] if params else None
+            headers = params[1] if name == "auth2" and len(params) > 1 else {}
+            try:
+                profile = await self._authenticate(
+                    sock, scope, token, headers if isinstance(headers, dict) else {}
+                )
+            except ParleyError as error:
+                self._ack(sock, ack_id, _error(error))
+                await asyncio.sleep(0)  # let the ack reach the queue's writer first
+                await self._flush(sock)
+                return False
+            self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": profile})
+            return True
+        if sock.principal is None:
+            self._ack(sock, ack_id, {"RC": 401, "RM": "Unauthorized", "error": "UNAUTHORIZED"})
+            return True
+        if name == "resume":
+            request = params[0] if params and isinstance(params[0], dict) else {}
+            result = await self._resume(sock, request.get("rooms"))
+            self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": result})
+            return True
+        if name == "typing":
+            room_id = params[0] if params else None
+            if isinstance(room_id, dict):
+                room_id = room_id.get("room") or room_id.get("roomId")
+            with contextlib.suppress(ParleyError):
+                await self._svc.rooms.typing(sock.principal, str(room_id or ""), None)
+            return True
+        if name == "chat message":
+            body = params[0] if params else None
+            try:
+                if not isinstance(body, dict) or not body.get("room"):
+                    raise InvalidRequest("room is required", code="MISSING_PARAMETER")
+                room_id = str(body["room"])
+                result = await self._svc.messaging.send_in_room(sock.principal, room_id, body)
+            except ParleyError as error:
+                self._ack(sock, ack_id, _error(error))
+                return True
+            self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": result})
+            return True
+        self._ack(sock, ack_id, {"RC": 400, "RM": "Unknown event", "error": "INVALID_REQUEST"})
+        return True
+
+    async def _authenticate(
+        self,
+        sock: Socket,
+        scope: Scope,
+        token: Any,
+        headers: dict[str, Any],
+        *,
+        resume: Any = None,
+    ) -> dict[str, Any]:
+        """The REST authentication, fed from the handshake; binds the socket to its user
+        and that user's rooms. Returns the user's Client object for the ack."""
+        http = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        lowered = {str(k).lower(): v for k, v in headers.items()}
+        client_key = next(
+            (
+                str(lowered[k])
+                for k in ("im-client-key", "client_key", "clientkey")
+                if lowered.get(k)
+            ),
+            None,
+        )
+        raw_token = token if isinstance(token, str) and token else None
+        raw_token = raw_token or next(
+            (str(lowered[k]) for k in ("im-authorization", "authorization") if lowered.get(k)),
+            None,
+        )
+        if raw_token and raw_token[:7].lower() == "bearer ":
+            raw_token = raw_token[7:].strip()
+        host = (http.get("host") or "").rsplit(":", 1)[0].lower() or None
+        creds = Credentials(
+            api_key=None,
+            client_key=client_key,
+            token=raw_token,
+            host=host,
+            origin=http.get("origin"),
+            acting_user=None,
+        )
+        principal = await self._svc.auth.authenticate(creds, Access.USER)
+        assert principal is not None and principal.user_id is not None
+        self._forget(sock)
+        sock.principal = principal
+        sock.rooms = await self._rooms_of(principal.app_id, principal.user_id)
+        if isinstance(resume, dict):
+            # Live messages of the resumed rooms wait until the missed ones are out.
+            for room in list(resume)[:MAX_RESUME_ROOMS]:
+                if room in sock.rooms:
+                    sock.catching_up.setdefault(room, [])
+        key = (principal.app_id, principal.user_id)
+        self._by_user.setdefault(key, set()).add(sock)
+        for room in sock.rooms:
+            self._by_room.setdefault((principal.app_id, room), set()).add(sock)
+        profiles = await self._svc.users.profiles(principal.app_id, [principal.user_id])
+        profile = profiles.get(principal.user_id) or {"_id": principal.user_id}
+        return {**user_embedded(profile), **profile}
+
+    async def _rooms_of(self, app_id: str, user_id: str) -> set[str]:
+        async with self._svc.db.read() as s:
+            holders = [user_id, *await groups_of(s, app_id, user_id)]
+            rows = await s.execute(
+                select(RoomMemberRow.room_id).where(
+                    RoomMemberRow.app_id == app_id, RoomMemberRow.user_id.in_(holders)
+                )
+            )
+            return set(rows.scalars())
+
+    # -- delivery -----------------------------------------------------------------------
+
+    def _on_event(self, raw: bytes) -> None:
+        try:
+            event = Event.decode(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        targets: set[Socket] = set()
+        for room in event.rooms:
+            targets |= self._by_room.get((event.app_id, room), set())
+        for user in event.users:
+            targets |= self._by_user.get((event.app_id, user), set())
+        if event.kind == TYPING and isinstance(event.data, dict):
+            sender = event.data.get("sender")
+            targets = {t for t in targets if t.key != (event.app_id, sender)}
+        self._follow_membership(event)
+        if event.kind == ROOM_DELETED or not targets:
+            return
+        frames: dict[str, str] = {}
+        for sock in targets:
+            if sock.principal is None:
+                continue
+            frame = frames.get(sock.encoding)
+            if frame is None:
+                frame = frames[sock.encoding] = event_frame(event.kind, sock.payload(event.data))
+            if event.kind == CHAT_MESSAGE:
+                version = _version(event.data)
+                waiting = sock.catching_up.get(event.rooms[0])
+                if waiting is not None:
+                    waiting.append((version, frame))
+                    continue
+                if version in sock.recent:
+                    continue
+                sock.recent.add(version)
+            if not sock.push(frame):
+                log.info("socket %s stopped reading: closing", sock.sid)
+                self._drop(sock)
+
+    def _follow_membership(self, event: Event) -> None:
+        """Keep each socket's room set current: a ``room`` event names the members."""
+        if event.kind == ROOM_DELETED:
+            for room in event.rooms:
+                for sock in self._by_room.pop((event.app_id, room), set()):
+                    sock.rooms.discard(room)
+            return
+        if event.kind != ROOM or not isinstance(event.data, dict):
+            return
+        room_id = event.data.get("_id")
+        members = event.data.get("members")
+        if not isinstance(room_id, str) or not isinstance(members, list):
+            return
+        ids: set[str] = set()
+        for member in members:
+            if isinstance(member, dict):
+                ids.add(str(member.get("_id")))
+                for inner in member.get("members") or []:  # a user group's members
+                    ids.add(str(inner.get("_id") if isinstance(inner, dict) else inner))
+        key = (event.app_id, room_id)
+        current = self._by_room.get(key, set())
+        for sock in list(current):
+            if sock.key is not None and sock.key[1] not in ids:
+                current.discard(sock)
+                sock.rooms.discard(room_id)
+        for user in ids:
+            for sock in self._by_user.get((event.app_id, user), set()):
+                sock.rooms.add(room_id)
+                self._by_room.setdefault(key, set()).add(sock)
+
+    # -- resume -------------------------------------------------------------------------
+
+    async def _resume(self, sock: Socket, rooms: Any) -> dict[str, Any]:
+        """Send what the client missed: for each ``{roomId: lastSeq}`` of a room the user
+        is in, the messages after ``lastSeq`` from the database, then the live ones that
+        arrived meanwhile, each once, in order. Rooms the user is not in are ignored."""
+        if not isinstance(rooms, dict) or sock.principal is None:
+            return {"rooms": {}}
+        app_id = sock.principal.app_id
+        wanted = {
+            room: seq
+            for room, seq in list(rooms.items())[:MAX_RESUME_ROOMS]
+            if room in sock.rooms and isinstance(seq, int) and seq >= 0
+        }
+        for room in wanted:
+            sock.catching_up.setdefault(room, [])
+        already = sock.recent.snapshot()
+        sent: dict[str, int] = {}
+        try:
+            for room, seq in wanted.items():
+                seen: set[tuple[Any, Any]] = set()
+                count = 0
+                while count < MAX_RESUME_MESSAGES:
+                    batch = await self._svc.history.after_seq(app_id, room, seq, RESUME_PAGE)
+                    for message in batch:
+                        version = _version(message)
+                        seen.add(version)
+                        if version not in already:
+                            sock.push(event_frame(CHAT_MESSAGE, sock.payload(message)))
+                            sock.recent.add(version)
+                        seq = message["seq"]
+                    count += len(batch)
+                    if len(batch) < RESUME_PAGE:
+                        break
+                for version, frame in sock.catching_up.pop(room, []):
+                    if version not in seen and version not in sock.recent:
+                        sock.push(frame)
+                        sock.recent.add(version)
+                sent[room] = count
+        finally:
+            for room in wanted:
+                for _, frame in sock.catching_up.pop(room, []):
+                    sock.push(frame)
+        return {"rooms": sent}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _ack(self, sock: Socket, ack_id: int | None, data: Any) -> None:
+        if ack_id is not None:
+            sock.push(socket_frame(ACK, [sock.payload(data)], ack_id))
+
+    async def _flush(self, sock: Socket) -> None:
+        for _ in range(50):
+            if not sock._queue:
+                return
+            await asyncio.sleep(0.01)
+
+    def _drop(self, sock: Socket) -> None:
+        sock.closed = True
+        self._forget(sock)
+        asyncio.get_running_loop().create_task(_close(sock._send, 1008))
+
+    def _forget(self, sock: Socket) -> None:
+        if sock.closed:
+            self._sockets.pop(sock.sid, None)
+        key = sock.key
+        if key is None:
+            return
+        users = self._by_user.get(key)
+        if users is not None:
+            users.discard(sock)
+            if not users:
+                del self._by_user[key]
+        for room in sock.rooms:
+            members = self._by_room.get((key[0], room))
+            if members is not None:
+                members.discard(sock)
+                if not members:
+                    del self._by_room[(key[0], room)]
+
+
+def _version(message: Any) -> tuple[Any, Any]:
+    """Which state of which message a ``chat message`` carries."""
+    if not isinstance(message, dict):
+        return (None, None)
+    return (message.get("_id"), message.get("updatedAtMS"))
+
+
+def _error(error: ParleyError) -> dict[str, Any]:
+    """An ack carrying an error: RC is the HTTP status REST gives the same error."""
+    rc = status_of(error)
+    return {
+        "RC": rc,
+        "RM": "Unauthorized" if rc == 401 else str(error),
+        "error": {"code": error.code, "message": str(error)},
+    }
+
+
+async def _refuse_polling(send: Send) -> None:
+    """HTTP long-polling is not served: the SDKs use the websocket transport alone."""
+    body = orjson.dumps({"code": 0, "message": "Transport unknown"})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _close(send: Send, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await send({"type": "websocket.close", "code": code})

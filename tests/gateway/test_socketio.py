@@ -1,0 +1,308 @@
+"""The real-time gateway with python-socketio's client and a raw WebSocket: handshakes,
+encodings, delivery by membership, client events, and frames that break the protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+import websockets
+
+from tests.conftest import AppKeys, Server, issue_token, ok
+
+Received = list[tuple[str, Any]]
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+
+
+async def connect(
+    server: Server, *, auth: dict[str, Any] | None = None
+) -> tuple[socketio.AsyncClient, Received]:
+    client = socketio.AsyncClient(reconnection=False)
+    received: Received = []
+    for name in ("chat message", "room", "typing", "lastRead", "userDeleteMessages"):
+
+        def record(data: Any, name: str = name) -> None:
+            received.append((name, data))
+
+        client.on(name, record)
+    await client.connect(server.url, transports=["websocket"], auth=auth, wait_timeout=10)
+    return client, received
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def cast(server: Server, app_keys: AppKeys, admin: httpx.Client) -> dict[str, str]:
+    """Tokens of alice and bob (members of room "lobby") and carol (not a member)."""
+    tokens = {
+        name: issue_token(admin, name, nickname=name.title()) for name in ("alice", "bob", "carol")
+    }
+    ok(admin.post("/rooms", json={"_id": "lobby", "name": "Lobby", "members": ["alice", "bob"]}))
+    return tokens
+
+
+def test_imkit_handshake_and_delivery(
+    server: Server, app_keys: AppKeys, cast: dict[str, str], admin: httpx.Client
+) -> None:
+    async def go() -> None:
+        bob, heard = await connect(server)
+        ack = await bob.call(
+            "auth2", (cast["bob"], {"IM-CLIENT-KEY": app_keys.client_key}), timeout=10
+        )
+        assert ack["RC"] == 0 and ack["result"]["_id"] == "bob"
+        carol, carol_heard = await connect(server)
+        ack = await carol.call(
+            "auth2", (cast["carol"], {"CLIENT_KEY": app_keys.client_key}), timeout=10
+        )
+        assert ack["RC"] == 0
+        sent = await asyncio.to_thread(
+            lambda: ok(
+                admin.post(
+                    "/messages",
+                    json={
+                        "room": "lobby",
+                        "sender": "alice",
+                        "message": "hi",
+                        "messageType": "text",
+                    },
+                )
+            )
+        )
+        await eventually(lambda: any(n == "chat message" for n, _ in heard))
+        data = next(d for n, d in heard if n == "chat message")
+        assert data["_id"] == sent["_id"] and data["sender"]["_id"] == "alice"
+        await asyncio.sleep(0.3)
+        assert not any(n == "chat message" for n, _ in carol_heard)  # not a member
+        await bob.disconnect()
+        await carol.disconnect()
+
+    run(go())
+
+
+def test_base64_encoding_and_socket_sends(
+    server: Server, app_keys: AppKeys, cast: dict[str, str]
+) -> None:
+    def decode(value: Any) -> Any:
+        assert isinstance(value, str)
+        return json.loads(base64.b64decode(value))
+
+    async def go() -> None:
+        alice, heard = await connect(server)
+        conf = await alice.call("conf", {"encoding": "base64"}, timeout=10)
+        assert decode(conf)["RC"] == 0
+        ack = decode(
+            await alice.call(
+                "auth2",
+                (cast["alice"], {"IM-CLIENT-KEY": app_keys.client_key}),
+                timeout=10,
+            )
+        )
+        assert ack["result"]["_id"] == "alice"
+        body = {"room": "lobby", "message": "from a socket", "clientMessageId": "s-1"}
+        first = decode(await alice.call("chat message", body, timeout=10))
+        again = decode(await alice.call("chat message", body, timeout=10))
+        assert first["RC"] == 0 and again["result"]["_id"] == first["result"]["_id"]
+        await eventually(lambda: any(n == "chat message" for n, _ in heard))
+        assert (
+            decode(next(d for n, d in heard if n == "chat message"))["message"] == "from a socket"
+        )
+        refused = decode(await alice.call("chat message", {"room": "nowhere", "message": "x"}))
+        assert refused["RC"] == 404 and refused["error"]["code"] == "ROOM_NOT_FOUND"
+        await alice.disconnect()
+
+    run(go())
+
+
+def test_connect_auth_payload(server: Server, app_keys: AppKeys, cast: dict[str, str]) -> None:
+    async def go() -> None:
+        bob, _ = await connect(
+            server, auth={"clientKey": app_keys.client_key, "token": cast["bob"]}
+        )
+        assert bob.connected
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await connect(server, auth={"clientKey": app_keys.client_key, "token": "nope"})
+        await bob.disconnect()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("headers", "token", "rc", "code"),
+    [
+        ({}, "TOKEN", 401, "MISSING_CLIENT_KEY"),
+        ({"IM-CLIENT-KEY": "not-a-key"}, "TOKEN", 403, "INVALID_CLIENT_KEY"),
+        ({"IM-CLIENT-KEY": "KEY"}, "bad-token", 401, "INVALID_TOKEN"),
+    ],
+)
+def test_handshake_errors_close_the_socket(
+    server: Server,
+    app_keys: AppKeys,
+    cast: dict[str, str],
+    headers: dict[str, str],
+    token: str,
+    rc: int,
+    code: str,
+) -> None:
+    headers = {k: app_keys.client_key if v == "KEY" else v for k, v in headers.items()}
+    token = cast["bob"] if token == "TOKEN" else token
+
+    async def go() -> None:
+        client, _ = await connect(server)
+        ack = await client.call("auth2", (token, headers), timeout=10)
+        assert (ack["RC"], ack["error"]["code"]) == (rc, code)
+        await eventually(lambda: not client.connected)
+
+    run(go())
+
+
+def test_unauthenticated_sockets_hear_nothing_and_may_not_send(
+    server: Server, cast: dict[str, str], admin: httpx.Client
+) -> None:
+    async def go() -> None:
+        client, heard = await connect(server)
+        ack = await client.call("chat message", {"room": "lobby", "message": "x"}, timeout=10)
+        assert ack["RC"] == 401
+        await asyncio.to_thread(
+            lambda: ok(
+                admin.post(
+                    "/messages",
+                    json={
+                        "room": "lobby",
+                        "sender": "alice",
+                        "message": "hi",
+                        "messageType": "text",
+                    },
+                )
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert heard == []
+        await client.disconnect()
+
+    run(go())
+
+
+def test_membership_is_followed_live(
+    server: Server, app_keys: AppKeys, cast: dict[str, str], admin: httpx.Client
+) -> None:
+    async def go() -> None:
+        carol, heard = await connect(
+            server, auth={"clientKey": app_keys.client_key, "token": cast["carol"]}
+        )
+        await asyncio.to_thread(
+            lambda: ok(admin.post("/rooms/lobby/members", json={"invitees": ["carol"]}))
+        )
+        await eventually(lambda: any(n == "room" for n, _ in heard))
+        await asyncio.to_thread(
+            lambda: ok(
+                admin.post(
+                    "/messages",
+                    json={
+                        "room": "lobby",
+                        "sender": "bob",
+                        "message": "welcome",
+                        "messageType": "text",
+                    },
+                )
+            )
+        )
+        await eventually(
+            lambda: any(n == "chat message" and d["message"] == "welcome" for n, d in heard)
+        )
+        await carol.disconnect()
+
+    run(go())
+
+
+def test_bad_frames_close_only_their_socket(
+    server: Server, app_keys: AppKeys, cast: dict[str, str]
+) -> None:
+    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+
+    async def go() -> None:
+        good, _ = await connect(
+            server, auth={"clientKey": app_keys.client_key, "token": cast["bob"]}
+        )
+        for bad in ("4zzz", "42not json", "9", '45-["x",{"_placeholder":true,"num":0}]'):
+            async with websockets.connect(ws_url) as raw:
+                assert (await raw.recv()).startswith("0{")
+                await raw.send("40")
+                assert (await raw.recv()).startswith("40")
+                await raw.send(bad)
+                with pytest.raises(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(raw.recv(), 5)
+        async with websockets.connect(ws_url) as raw:
+            await raw.recv()
+            await raw.send(b"\x00binary")
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(raw.recv(), 5)
+        ack = await good.call(
+            "chat message", {"room": "lobby", "message": "still here"}, timeout=10
+        )
+        assert ack["RC"] == 0
+        await good.disconnect()
+
+    run(go())
+
+
+def test_long_polling_is_refused_clearly(server: Server) -> None:
+    response = httpx.get(f"{server.url}/socket.io/", params={"EIO": "4", "transport": "polling"})
+    assert response.status_code == 400
+    assert response.json() == {"code": 0, "message": "Transport unknown"}
+
+
+def test_resume_sends_what_was_missed_once_and_in_order(
+    server: Server, app_keys: AppKeys, cast: dict[str, str], admin: httpx.Client
+) -> None:
+    def send(text: str) -> dict[str, Any]:
+        body = {"room": "lobby", "sender": "alice", "message": text, "messageType": "text"}
+        return dict(ok(admin.post("/messages", json=body)))
+
+    async def go() -> None:
+        seen = await asyncio.to_thread(send, "seen")
+        missed = [(await asyncio.to_thread(send, f"missed {i}"))["_id"] for i in range(30)]
+
+        async def keep_sending() -> list[str]:
+            return [(await asyncio.to_thread(send, f"live {i}"))["_id"] for i in range(20)]
+
+        live_task = asyncio.create_task(keep_sending())
+        auth = {
+            "clientKey": app_keys.client_key,
+            "token": cast["bob"],
+            "resume": {"lobby": seen["seq"], "other": 0},  # "other": not bob's room
+        }
+        bob, heard = await connect(server, auth=auth)
+        live = await live_task
+
+        def messages() -> list[str]:
+            return [d["_id"] for n, d in heard if n == "chat message"]
+
+        await eventually(lambda: len(messages()) >= len(missed) + len(live))
+        await asyncio.sleep(0.2)
+        got = messages()
+        assert got == missed + live, "every message once, in sequence order"
+
+        # Asked for after connecting, a resume skips what already came live.
+        ack = await bob.call("resume", {"rooms": {"lobby": seen["seq"], "x": 1}}, timeout=10)
+        assert ack["RC"] == 0 and ack["result"]["rooms"] == {"lobby": 50}
+        await asyncio.sleep(0.3)
+        assert messages() == got
+        await bob.disconnect()
+
+    run(go())
