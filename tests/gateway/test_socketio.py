@@ -306,3 +306,25 @@ def test_resume_sends_what_was_missed_once_and_in_order(
         await bob.disconnect()
 
     run(go())
+
+
+def test_revocation_closes_the_sockets_it_concerns(
+    server: Server, app_keys: AppKeys, cast: dict[str, str], admin: httpx.Client
+) -> None:
+    async def go() -> None:
+        auth = {"clientKey": app_keys.client_key}
+        bob, _ = await connect(server, auth={**auth, "token": cast["bob"]})
+        alice, _ = await connect(server, auth={**auth, "token": cast["alice"]})
+        revoked = await asyncio.to_thread(lambda: admin.delete("/admin/clients/bob/token"))
+        assert revoked.status_code == 200, revoked.text
+        await eventually(lambda: not bob.connected, within=5)
+        await asyncio.sleep(0.3)
+        assert alice.connected, "another user's socket stays"
+
+        async def revoke_key(services: Any) -> Any:
+            return await services.keys.revoke_client_key(app_keys.id)
+
+        await asyncio.to_thread(server.call, revoke_key)
+        await eventually(lambda: not alice.connected, within=5)
+
+    run(go())

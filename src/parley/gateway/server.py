@@ -54,8 +54,9 @@ from parley.gateway.protocol import (
     socket_frame,
 )
 from parley.services.auth import Access, Credentials, Principal
+from parley.services.changes import Change
 from parley.services.container import Services
-from parley.services.errors import InvalidRequest, ParleyError
+from parley.services.errors import AuthError, InvalidRequest, ParleyError
 from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
 from parley.services.groups import groups_of
 from parley.services.users import user_embedded
@@ -101,6 +102,7 @@ class Socket:
         self._send = send
         self.encoding = "plain"
         self.principal: Principal | None = None
+        self.creds: Credentials | None = None  # what it authenticated with
         self.rooms: set[str] = set()
         self.last_seen = time.monotonic()
         self._queue: deque[str] = deque()
@@ -164,10 +166,44 @@ class Gateway:
         self._sockets: dict[str, Socket] = {}
         self._by_user: dict[tuple[str, str], set[Socket]] = {}
         self._by_room: dict[tuple[str, str], set[Socket]] = {}
+        self._rechecks: set[asyncio.Task[None]] = set()
 
     def attach(self) -> None:
-        """Subscribe to the event channel (before the broker starts)."""
+        """Subscribe to the event channel (before the broker starts), and to credential
+        changes: a revoked token or key closes the sockets it opened."""
         self._svc.broker.subscribe(CHANNEL, self._on_event)
+        self._svc.change_listeners.append(self._on_change)
+
+    def _on_change(self, change: Change | None) -> None:
+        if change is not None and change.kind in ("profile", "profiles"):
+            return
+        affected = [
+            sock
+            for sock in self._sockets.values()
+            if sock.principal is not None
+            and (
+                change is None
+                or (sock.principal.app_id == change.app_id and change.kind == "app")
+                or (change.kind == "user" and sock.key == (change.app_id, change.subject))
+            )
+        ]
+        if affected:
+            task = asyncio.get_running_loop().create_task(self._recheck(affected))
+            self._rechecks.add(task)
+            task.add_done_callback(self._rechecks.discard)
+
+    async def _recheck(self, sockets: list[Socket]) -> None:
+        """Authenticate each socket again with what it presented; close the refused."""
+        for sock in sockets:
+            if sock.closed or sock.creds is None:
+                continue
+            try:
+                await self._svc.auth.authenticate(sock.creds, Access.USER)
+            except AuthError:
+                log.info("socket %s: its credentials were revoked; closing", sock.sid)
+                self._drop(sock)
+            except ParleyError:
+                continue  # the database is unreachable: check again at the next change
 
     @property
     def connection_count(self) -> int:
@@ -387,6 +423,7 @@ class Gateway:
         assert principal is not None and principal.user_id is not None
         self._forget(sock)
         sock.principal = principal
+        sock.creds = creds
         sock.rooms = await self._rooms_of(principal.app_id, principal.user_id)
         if isinstance(resume, dict):
             # Live messages of the resumed rooms wait until the missed ones are out.

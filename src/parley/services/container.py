@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from parley.broker import Broker, create_broker
 from parley.config import Settings
@@ -115,6 +116,10 @@ class Services:
             ),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        # Called after a credential change has been applied to this node's caches (None:
+        # after a broker outage, when anything may have changed). The real-time gateway
+        # re-checks its sockets' credentials here.
+        self.change_listeners: list[Callable[[Change | None], None]] = []
 
     def _apply_change(self, change: Change) -> None:
         """Drop what a change makes stale from this node's caches."""
@@ -128,11 +133,15 @@ class Services:
         else:
             self.auth.forget_app(change.app_id)
             self.users.forget_profiles(change.app_id)
+        for listener in self.change_listeners:
+            listener(change)
 
     def _forget_everything(self) -> None:
         """After a broker outage nothing cached can be trusted to be current."""
         self.auth.forget_everything()
         self.users.forget_all_profiles()
+        for listener in self.change_listeners:
+            listener(None)
 
     async def start(self) -> None:
         """Connect the broker and start the background work of a serving node."""
