@@ -67,10 +67,18 @@ class _Base:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
+        response = self._send(method, path, json=json, params=params, headers=headers)
+        return self._result(response)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=json, params=params, headers=headers)
+            return self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise ParleyAPIError(0, "CONNECTION_ERROR", str(exc)) from exc
+
+    @staticmethod
+    def _result(response: httpx.Response) -> Any:
+        """The ``result`` of a success envelope; anything else as a ParleyAPIError."""
         try:
             body = response.json()
         except ValueError:
@@ -509,30 +517,6 @@ class Client(_RoomCalls):
         if response.is_error:
             self._result(response)  # raises the server's error
         return response.content
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            return self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ParleyAPIError(0, "CONNECTION_ERROR", str(exc)) from exc
-
-    @staticmethod
-    def _result(response: httpx.Response) -> Any:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ParleyAPIError(
-                response.status_code, "BAD_RESPONSE", response.text[:200]
-            ) from None
-        if response.is_error or not isinstance(body, dict) or body.get("RC", 0) != 0:
-            fields: dict[str, Any] = body if isinstance(body, dict) else {}
-            raise ParleyAPIError(
-                response.status_code,
-                str(fields.get("error") or "UNKNOWN_ERROR"),
-                str(fields.get("message") or response.reason_phrase),
-                body,
-            )
-        return body.get("result")
 
 
 def _quote(segment: str) -> str:

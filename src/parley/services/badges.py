@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services.auth import Authenticator, Principal
 from parley.services.errors import AuthError, InvalidRequest, TooLarge
-from parley.services.params import acting_user, time_param
+from parley.services.params import acting_user, tag_list, time_param
 from parley.storage.db import Database
 from parley.storage.tables import MessageRow, RoomMemberRow, RoomTagRow
 
@@ -166,14 +166,4 @@ def _body(body: Any) -> dict[str, Any]:
 
 
 def _tags(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list)
-        or len(value) > MAX_TAGS
-        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in value)
-    ):
-        raise InvalidRequest(f"tags must be a list of at most {MAX_TAGS} tags", code="INVALID_TAGS")
-    return list(dict.fromkeys(value))
+    return tag_list(value, maximum=MAX_TAGS)

@@ -44,7 +44,7 @@ from sqlalchemy import func, select
 
 from parley.services import crypto
 from parley.services.auth import Principal
-from parley.services.clock import iso, now_ms, parse_time
+from parley.services.clock import iso, now_ms
 from parley.services.errors import (
     InsufficientPermissions,
     InvalidRequest,
@@ -54,6 +54,7 @@ from parley.services.errors import (
 from parley.services.filestore import FileStore, StoredFile, StoredObject
 from parley.services.groups import groups_of
 from parley.services.ids import object_id
+from parley.services.params import tag_list, time_param
 from parley.storage.db import Database
 from parley.storage.tables import FileRow, RoomMemberRow, RoomRow, RoomTagRow
 
@@ -389,11 +390,11 @@ class FileService:
         """Count and size of the files uploaded in ``[rangeStart, rangeEnd]`` to rooms
         having each of ``tags``, and in total (a file in rooms of two tags counts once in
         the total). A user sees the rooms they are in; the API Key the whole app."""
-        tags = _stats_tags(body.get("tags"))
+        tags = tag_list(body.get("tags"), maximum=MAX_STATS_TAGS)
         where: list[Any] = [FileRow.app_id == caller.app_id]
         start, end = (
-            _time(body.get("rangeStart"), "rangeStart"),
-            _time(body.get("rangeEnd"), "rangeEnd"),
+            time_param(body.get("rangeStart"), "rangeStart"),
+            time_param(body.get("rangeEnd"), "rangeEnd"),
         )
         if start is not None:
             where.append(FileRow.created_at >= start)
@@ -623,31 +624,6 @@ def _room_of(extra: dict[str, Any]) -> str | None:
     if not isinstance(room, str) or len(room) > 255 or not room.isprintable():
         raise InvalidRequest("extra.roomID must be a room id")
     return room
-
-
-def _time(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value)
-    except (ValueError, OverflowError):
-        raise InvalidRequest(f"{name} must be an ISO-8601 time or epoch ms") from None
-
-
-def _stats_tags(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list)
-        or len(value) > MAX_STATS_TAGS
-        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in value)
-    ):
-        raise InvalidRequest(
-            f"tags must be a list of at most {MAX_STATS_TAGS} tags", code="INVALID_TAGS"
-        )
-    return list(dict.fromkeys(value))
 
 
 async def _is_member(s: Any, app_id: str, room_id: str, user_id: str) -> bool:

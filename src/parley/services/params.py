@@ -56,3 +56,20 @@ def flag(body: dict[str, Any], name: str, *, default: bool) -> bool:
     if not isinstance(value, bool):
         raise InvalidRequest(f"{name} must be a boolean")
     return value
+
+
+def tag_list(value: Any, *, maximum: int = 100, name: str = "tags") -> list[str]:
+    """A list of tags (one tag alone is a list of one), without repeats."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or len(value) > maximum
+        or not all(isinstance(t, str) and 0 < len(t) <= 100 for t in value)
+    ):
+        raise InvalidRequest(
+            f"{name} must be a list of at most {maximum} tags", code="INVALID_TAGS"
+        )
+    return list(dict.fromkeys(value))
