@@ -30,7 +30,12 @@ from parley.services.container import Services
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     settings = settings or Settings()
     svc = services or Services(settings)
-    gateway = Gateway(svc, max_payload=settings.max_body_bytes)
+    gateway = Gateway(
+        svc,
+        max_payload=settings.max_body_bytes,
+        ping_interval=settings.socket_ping_interval,
+        ping_timeout=settings.socket_ping_timeout,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

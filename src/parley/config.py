@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Sends waiting together are stored in one transaction, up to this many (1: one
     # transaction per message).
     message_batch_max: int = 256
+    # Engine.IO heartbeat: the server pings this often, and closes a socket that has sent
+    # nothing for interval + timeout.
+    socket_ping_interval: float = 25.0
+    socket_ping_timeout: float = 20.0
     trust_proxy: bool = False  # honour X-Forwarded-Host / X-Forwarded-For
     access_log: bool = False  # off by default: query strings can carry tokens
     log_level: str = "info"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,8 @@ import pytest
 import socketio
 import websockets
 
-from tests.conftest import AppKeys, Server, issue_token, ok
+from parley.config import Settings
+from tests.conftest import AppKeys, LogCapture, Server, issue_token, make_settings, ok
 
 Received = list[tuple[str, Any]]
 
@@ -326,5 +327,78 @@ def test_revocation_closes_the_sockets_it_concerns(
 
         await asyncio.to_thread(server.call, revoke_key)
         await eventually(lambda: not alice.connected, within=5)
+
+    run(go())
+
+
+def test_legacy_auth_and_typing_relay(
+    server: Server, app_keys: AppKeys, cast: dict[str, str]
+) -> None:
+    async def go() -> None:
+        # The legacy handshake: auth(token) with the Client Key in the upgrade's headers.
+        alice = socketio.AsyncClient(reconnection=False)
+        await alice.connect(
+            server.url,
+            transports=["websocket"],
+            headers={"IM-CLIENT-KEY": app_keys.client_key},
+            wait_timeout=10,
+        )
+        ack = await alice.call("auth", cast["alice"], timeout=10)
+        assert ack["RC"] == 0 and ack["result"]["_id"] == "alice"
+        alice_heard: Received = []
+        alice.on("typing", lambda data: alice_heard.append(("typing", data)))
+        bob, heard = await connect(
+            server, auth={"clientKey": app_keys.client_key, "token": cast["bob"]}
+        )
+        await alice.emit("typing", "lobby")
+        await eventually(lambda: any(n == "typing" for n, _ in heard))
+        data = next(d for n, d in heard if n == "typing")
+        assert data["room"] == "lobby" and data["sender"] == "alice"
+        await asyncio.sleep(0.3)
+        assert alice_heard == [], "the sender does not hear its own typing"
+        await alice.disconnect()
+        await bob.disconnect()
+
+    run(go())
+
+
+@pytest.fixture(scope="module")
+def quick_pings(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, log_capture: LogCapture
+) -> Iterator[Server]:
+    """A second node on the same database whose heartbeat is a few tenths of a second."""
+    node = Server(
+        make_settings(
+            tmp_path_factory.mktemp("pings"),
+            database_url=settings.effective_database_url,
+            socket_ping_interval=0.2,
+            socket_ping_timeout=0.3,
+        )
+    ).start()
+    yield node
+    node.stop()
+
+
+def test_a_silent_socket_is_closed_and_an_answering_one_kept(quick_pings: Server) -> None:
+    ws_url = quick_pings.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+
+    async def go() -> None:
+        async with websockets.connect(ws_url) as silent, websockets.connect(ws_url) as alive:
+            handshake = json.loads((await silent.recv())[1:])
+            assert handshake["pingInterval"] == 200 and handshake["pingTimeout"] == 300
+            await alive.recv()
+
+            async def answer_pings() -> None:
+                async for frame in alive:
+                    if frame == "2":
+                        await alive.send("3")
+
+            answering = asyncio.create_task(answer_pings())
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:  # pings arrive, unanswered, until the server gives up
+                    assert await asyncio.wait_for(silent.recv(), 5) == "2"
+            await asyncio.sleep(1.0)
+            assert not answering.done(), "a socket that answers its pings stays open"
+            answering.cancel()
 
     run(go())

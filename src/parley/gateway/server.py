@@ -115,6 +115,7 @@ class Socket:
         self.recent = RecentSet(RECENT_VERSIONS)
         self._max_queue = max_queue
         self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
         self.closed = False
 
     @property
@@ -130,8 +131,19 @@ class Socket:
         if len(self._queue) >= self._max_queue:
             return False
         self._queue.append(frame)
+        self._drained.clear()
         self._ready.set()
         return True
+
+    async def flushed(self, within: float = 0.5) -> None:
+        """Wait (briefly) until the queued frames have been written."""
+        if self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), within)
+
+    async def close(self, code: int) -> None:
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code})
 
     async def drain_forever(self) -> None:
         while not self.closed:
@@ -140,6 +152,7 @@ class Socket:
             while self._queue and not self.closed:
                 frame = self._queue.popleft()
                 await self._send({"type": "websocket.send", "text": frame})
+            self._drained.set()
 
     def payload(self, data: Any) -> Any:
         """``data`` as this socket's encoding carries it."""
@@ -299,10 +312,7 @@ class Gateway:
             await asyncio.sleep(self.ping_interval)
             if time.monotonic() - sock.last_seen > self.ping_interval + self.ping_timeout:
                 log.info("socket %s missed its pongs: closing", sock.sid)
-                sock.closed = True
-                self._forget(sock)
-                with contextlib.suppress(Exception):
-                    await sock._send({"type": "websocket.close", "code": 1001})
+                self._drop(sock, 1001)
                 return
             sock.push(EIO_PING)
 
@@ -348,7 +358,7 @@ class Gateway:
             except ParleyError as error:
                 self._ack(sock, ack_id, _error(error))
                 await asyncio.sleep(0)  # let the ack reach the queue's writer first
-                await self._flush(sock)
+                await sock.flushed()
                 return False
             self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": profile})
             return True
@@ -395,11 +405,14 @@ class Gateway:
         and that user's rooms. Returns the user's Client object for the ack."""
         http = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         lowered = {str(k).lower(): v for k, v in headers.items()}
+        # The handshake's own headers first; then those of the WebSocket upgrade, where
+        # native clients of the legacy ``auth(token)`` put the Client Key.
         client_key = next(
             (
-                str(lowered[k])
+                str(source[k])
+                for source in (lowered, http)
                 for k in ("im-client-key", "client_key", "clientkey")
-                if lowered.get(k)
+                if source.get(k)
             ),
             None,
         )
@@ -567,16 +580,10 @@ class Gateway:
         if ack_id is not None:
             sock.push(socket_frame(ACK, [sock.payload(data)], ack_id))
 
-    async def _flush(self, sock: Socket) -> None:
-        for _ in range(50):
-            if not sock._queue:
-                return
-            await asyncio.sleep(0.01)
-
-    def _drop(self, sock: Socket) -> None:
+    def _drop(self, sock: Socket, code: int = 1008) -> None:
         sock.closed = True
         self._forget(sock)
-        asyncio.get_running_loop().create_task(_close(sock._send, 1008))
+        asyncio.get_running_loop().create_task(sock.close(code))
 
     def _forget(self, sock: Socket) -> None:
         if sock.closed:
@@ -625,8 +632,3 @@ async def _refuse_polling(send: Send) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def _close(send: Send, code: int) -> None:
-    with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": code})

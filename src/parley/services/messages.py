@@ -139,6 +139,13 @@ def parse_input(body: Any, *, max_bytes: int, default_type: str | None = "text")
     if client_msg_id is not None:
         fields["clientMessageId"] = client_msg_id
     _check_storable(fields)
+    check_size(fields, max_bytes)
+    mentions = list(dict.fromkeys(mentions))
+    return MessageInput(message_type, fields, client_msg_id, mentions, reply_to)
+
+
+def check_size(fields: dict[str, Any], max_bytes: int) -> None:
+    """413 when a message's stored fields (new, or merged by an edit) are too large."""
     try:
         size = len(orjson.dumps(fields))
     except (orjson.JSONEncodeError, TypeError):
@@ -146,16 +153,6 @@ def parse_input(body: Any, *, max_bytes: int, default_type: str | None = "text")
             "The message holds values JSON cannot carry", code="INVALID_BODY"
         ) from None
     if size > max_bytes:
-        raise TooLarge(
-            f"A message may hold at most {max_bytes} bytes of JSON", code="MESSAGE_TOO_LARGE"
-        )
-    mentions = list(dict.fromkeys(mentions))
-    return MessageInput(message_type, fields, client_msg_id, mentions, reply_to)
-
-
-def check_size(fields: dict[str, Any], max_bytes: int) -> None:
-    """413 when a message's stored fields (after an edit merged them) grew too large."""
-    if len(orjson.dumps(fields)) > max_bytes:
         raise TooLarge(
             f"A message may hold at most {max_bytes} bytes of JSON", code="MESSAGE_TOO_LARGE"
         )

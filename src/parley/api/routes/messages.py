@@ -18,7 +18,6 @@ router = APIRouter(
 )
 
 AnyBody = Annotated[Any, Body()]
-OptionalBody = Annotated[Any, Body()]
 
 
 JSON_OBJECT_BODY: dict[str, Any] = {
@@ -258,7 +257,7 @@ async def my_badge(
 
 
 @router.post("/badges/byRoomTags", summary="The caller's unread counts per room tag")
-async def badges_by_tags(request: Request, body: OptionalBody = None) -> JSONResponse:
+async def badges_by_tags(request: Request, body: AnyBody = None) -> JSONResponse:
     return ok(await services_of(request).badges.by_room_tags(caller_of(request), body))
 
 
