@@ -19,7 +19,17 @@ from parley.api.deps import AuthorizedRoute
 from parley.api.errors import error_response, install_error_handlers
 from parley.api.permissions import access_for
 from parley.api.responses import JSONResponse
-from parley.api.routes import clients, files, groups, health, me, messages, prefs, rooms
+from parley.api.routes import (
+    clients,
+    files,
+    groups,
+    health,
+    me,
+    messages,
+    monitoring,
+    prefs,
+    rooms,
+)
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
 from parley.config import Settings
 from parley.gateway.server import PATHS as GATEWAY_PATHS
@@ -60,7 +70,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # A plain attribute rather than app.state: read on every request (see bench/auth.py).
     app.parley_services = svc  # type: ignore[attr-defined]
     install_error_handlers(app)
-    for module in (health, messages, me, clients, groups, rooms, prefs, files):
+    for module in (health, messages, me, clients, groups, rooms, prefs, files, monitoring):
         # Routes join the app's own table rather than nested routers: one level of
         # matching per request instead of three (see bench/auth.py). Matching walks the
         # table in order, so the busiest routes (sending, history) come first.

@@ -25,7 +25,7 @@ def run(coro: Awaitable[Any]) -> Any:
 
 
 async def connect(
-    server: Server, *, auth: dict[str, Any] | None = None
+    server: Server, *, auth: dict[str, Any] | None = None, wait_timeout: float = 10
 ) -> tuple[socketio.AsyncClient, Received]:
     client = socketio.AsyncClient(reconnection=False)
     received: Received = []
@@ -35,7 +35,7 @@ async def connect(
             received.append((name, data))
 
         client.on(name, record)
-    await client.connect(server.url, transports=["websocket"], auth=auth, wait_timeout=10)
+    await client.connect(server.url, transports=["websocket"], auth=auth, wait_timeout=wait_timeout)
     return client, received
 
 
@@ -135,7 +135,10 @@ def test_connect_auth_payload(server: Server, app_keys: AppKeys, cast: dict[str,
         )
         assert bob.connected
         with pytest.raises(socketio.exceptions.ConnectionError):
-            await connect(server, auth={"clientKey": app_keys.client_key, "token": "nope"})
+            # python-socketio waits wait_timeout after a refusal before it raises
+            await connect(
+                server, auth={"clientKey": app_keys.client_key, "token": "nope"}, wait_timeout=1
+            )
         await bob.disconnect()
 
     run(go())

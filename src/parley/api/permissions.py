@@ -27,6 +27,7 @@ PERMISSIONS: dict[tuple[str, str], Access] = {
     ("PUT", "/admin/clients/{client_id}/token"): ADMIN,
     ("DELETE", "/admin/clients/{client_id}/token"): ADMIN,
     # User groups (contract §3.3)
+    ("GET", "/admin/connection-count"): ADMIN,
     ("POST", "/admin/groups"): ADMIN,
     ("GET", "/admin/groups"): ADMIN,
     # The current user (contract §3.2)

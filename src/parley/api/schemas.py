@@ -51,6 +51,8 @@ class ProfileUpdate(_Open):
     nickname: str | None = Field(default=None, max_length=255)
     avatarUrl: str | None = Field(default=None, max_length=4096)
     description: str | None = Field(default=None, max_length=4096)
+    # The user's own status line ("in a meeting"), shown to members of its rooms.
+    status: str | None = Field(default=None, max_length=256)
 
 
 class Envelope(BaseModel):

@@ -114,6 +114,7 @@ class Socket:
         # dropped.
         self.recent = RecentSet(RECENT_VERSIONS)
         self._max_queue = max_queue
+        self.counted = False  # in presence (authenticated, not yet forgotten)
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self.closed = False
@@ -219,7 +220,8 @@ class Gateway:
                 continue  # the database is unreachable: check again at the next change
 
     @property
-    def connection_count(self) -> int:
+    def socket_count(self) -> int:
+        """Open sockets on this node, authenticated or not."""
         return len(self._sockets)
 
     # -- ASGI ---------------------------------------------------------------------------
@@ -434,6 +436,8 @@ class Gateway:
         )
         principal = await self._svc.auth.authenticate(creds, Access.USER)
         assert principal is not None and principal.user_id is not None
+        if sock.closed:  # dropped (revoked, too slow) while this was being checked
+            raise ProtocolError("socket closed during authentication")
         self._forget(sock)
         sock.principal = principal
         sock.creds = creds
@@ -444,6 +448,8 @@ class Gateway:
                 if room in sock.rooms:
                     sock.catching_up.setdefault(room, [])
         key = (principal.app_id, principal.user_id)
+        self._svc.presence.connected(*key)
+        sock.counted = True
         self._by_user.setdefault(key, set()).add(sock)
         for room in sock.rooms:
             self._by_room.setdefault((principal.app_id, room), set()).add(sock)
@@ -591,6 +597,9 @@ class Gateway:
         key = sock.key
         if key is None:
             return
+        if sock.counted:
+            sock.counted = False
+            self._svc.presence.disconnected(*key)
         users = self._by_user.get(key)
         if users is not None:
             users.discard(sock)

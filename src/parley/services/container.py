@@ -27,6 +27,7 @@ from parley.services.keys import KeyService
 from parley.services.message_writer import MessageWriter
 from parley.services.messaging import MessageLimits, MessageService
 from parley.services.prefs import PrefService
+from parley.services.presence import Presence
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from parley.services.rooms import RoomLimits, RoomService
 from parley.services.search import SearchService
@@ -47,6 +48,7 @@ class Services:
         if settings.redis_url and hasattr(self.broker, "client"):
             limiter = RedisRateLimiter(self.broker.client)
         self.usage = UsageRecorder()
+        self.presence = Presence(self.db, getattr(self.broker, "client", None))
         self.auth = Authenticator(
             self.db,
             master,
@@ -154,6 +156,7 @@ class Services:
             asyncio.create_task(self._flush_usage_forever()),
         ]
         await self.batches.start()
+        await self.presence.start()
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -163,6 +166,7 @@ class Services:
                 await task
         self._tasks = []
         await self.batches.close()
+        await self.presence.close()
         await self.writer.close()
         with contextlib.suppress(Exception):
             await self.usage.flush(self.db)

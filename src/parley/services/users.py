@@ -97,8 +97,12 @@ EMBEDDED_FIELDS = (
 
 
 def user_embedded(profile: dict[str, Any]) -> dict[str, Any]:
-    """The short Client form embedded as a message sender or room member."""
-    return {**{k: profile.get(k) for k in EMBEDDED_FIELDS}, "clientType": "user"}
+    """The short Client form embedded as a message sender or room member; the status a
+    user set on itself (``POST /me``) travels with it, so members of its rooms see it."""
+    embedded = {**{k: profile.get(k) for k in EMBEDDED_FIELDS}, "clientType": "user"}
+    if profile.get("status") is not None:
+        embedded["status"] = profile["status"]
+    return embedded
 
 
 def token_record(row: UserTokenRow, user_id: str) -> dict[str, Any]:

@@ -102,6 +102,8 @@ class UserRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[int] = mapped_column(BigInteger)
     last_login_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # When the user last had a live socket (written when its last socket closes).
+    last_active_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
     __table_args__ = (Index("ix_users_app_nickname", "app_id", "nickname"),)
 

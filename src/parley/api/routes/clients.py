@@ -46,12 +46,18 @@ async def list_clients(
         if not isinstance(query, dict):
             raise InvalidRequest("q must be a JSON object", code="INVALID_QUERY")
     app_id = caller_of(request).app_id
-    return ok(await services_of(request).users.search(app_id, query, skip, limit))
+    svc = services_of(request)
+    page = await svc.users.search(app_id, query, skip, limit)
+    await svc.presence.annotate(app_id, page["data"], last_active=True)
+    return ok(page)
 
 
 @router.get("/admin/clients/{client_id}", summary="Show one user")
 async def get_client(request: Request, client_id: str) -> JSONResponse:
-    return ok(await services_of(request).users.get(caller_of(request).app_id, client_id))
+    svc, app_id = services_of(request), caller_of(request).app_id
+    profile = await svc.users.get(app_id, client_id)
+    await svc.presence.annotate(app_id, [profile], last_active=True)
+    return ok(profile)
 
 
 @router.put("/admin/clients/{client_id}/token", summary="Bind a token chosen by your backend")

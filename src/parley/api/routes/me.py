@@ -20,7 +20,9 @@ async def get_me(request: Request) -> JSONResponse:
     users = services_of(request).users
     # A token names a real user; an API Key caller's IM-CLIENT-ID header is checked first.
     lookup = users.get if caller.is_admin else users.profile
-    return ok(await lookup(caller.app_id, user_id))
+    profile = await lookup(caller.app_id, user_id)
+    await services_of(request).presence.annotate(caller.app_id, [profile], last_active=True)
+    return ok(profile)
 
 
 @router.post("/me", summary="Update the calling user's profile")

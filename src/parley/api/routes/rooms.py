@@ -70,7 +70,11 @@ async def list_rooms(
         "sortUnreadFirst": sortUnreadFirst,
         "pref": _json_query(pref, "pref"),
     }
-    return ok(await services_of(request).rooms.list_rooms(caller_of(request), params))
+    svc, caller = services_of(request), caller_of(request)
+    page = await svc.rooms.list_rooms(caller, params)
+    members = [m for room in page["data"] for m in room.get("members") or []]
+    await svc.presence.annotate(caller.app_id, members)
+    return ok(page)
 
 
 @router.get("/rooms/ids", summary="The ids of the caller's rooms")
@@ -95,7 +99,10 @@ async def my_invitations(request: Request) -> JSONResponse:
 
 @router.get("/rooms/{room_id}", summary="One room, with its members")
 async def get_room(request: Request, room_id: str) -> JSONResponse:
-    return ok(await services_of(request).rooms.get(caller_of(request), room_id))
+    svc, caller = services_of(request), caller_of(request)
+    room = await svc.rooms.get(caller, room_id)
+    await svc.presence.annotate(caller.app_id, room.get("members") or [])
+    return ok(room)
 
 
 @router.get("/rooms/{room_id}/exists", summary="Whether a room exists")
