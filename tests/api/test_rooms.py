@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from tests.api.conftest import Recorder
@@ -125,3 +127,33 @@ def test_typing_reaches_the_room(people: dict[str, httpx.Client], events: Record
     typing = events.wait_for("typing", room_id)
     assert typing.data["sender"] == "bob" and typing.data["senderInfo"]["nickname"] == "Bob"
     assert_error(carol.post(f"/rooms/{room_id}/typing", json={}), 403, "NOT_ROOM_MEMBER")
+
+
+def test_typing_is_relayed_once_a_second_per_user_and_room(
+    people: dict[str, httpx.Client], events: Recorder
+) -> None:
+    alice, bob = people["alice"], people["bob"]
+    room_id = ok(alice.post("/rooms/createAndJoin", json={"invitee": ["bob"]}))["_id"]
+    started = time.monotonic()
+    for _ in range(5):  # a client reporting every keystroke
+        assert ok(bob.post(f"/rooms/{room_id}/typing", json={}))["sender"] == "bob"
+    ok(alice.post(f"/rooms/{room_id}/typing", json={}))  # someone else: not throttled
+    events.wait_for("typing", room_id)
+    time.sleep(0.3)
+
+    def relayed(sender: str) -> int:
+        return sum(
+            1
+            for e in events.events
+            if e.kind == "typing" and room_id in e.rooms and e.data["sender"] == sender
+        )
+
+    elapsed = time.monotonic() - started  # a slow machine may span a second boundary
+    assert 1 <= relayed("bob") <= min(4, 1 + int(elapsed))
+    assert relayed("alice") == 1
+    time.sleep(1.0)
+    ok(bob.post(f"/rooms/{room_id}/typing", json={}))
+    deadline = time.monotonic() + 5
+    while relayed("bob") < 2:
+        assert time.monotonic() < deadline, "the next second's typing was not relayed"
+        time.sleep(0.02)

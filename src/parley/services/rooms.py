@@ -93,6 +93,9 @@ def not_found(room_id: str) -> NotFound:
     return NotFound(f"Room {room_id!r} not found", code="ROOM_NOT_FOUND")
 
 
+TYPING_INTERVAL_MS = 1000  # one relayed typing event per user and room per second
+
+
 class RoomService:
     def __init__(
         self,
@@ -109,6 +112,8 @@ class RoomService:
         self._groups = groups
         self._events = events
         self.limits = limits
+        # When each (app, user, room) last had its typing relayed by this node.
+        self._typing_relayed: dict[tuple[str, str, str], int] = {}
 
     # -- create and join ------------------------------------------------------------------
 
@@ -490,6 +495,9 @@ class RoomService:
             room = await self._room(s, caller.app_id, room_id)
             if await self._member(s, room, user_id) is None:
                 raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
+        result = {"message": message, "room": room.id, "sender": user_id}
+        if self._typing_throttled(caller.app_id, user_id, room.id):
+            return result
         profile = await self._users.profile(caller.app_id, user_id)
         data = {
             "room": room.id,
@@ -499,7 +507,22 @@ class RoomService:
         if message is not None:
             data["message"] = message
         await self._events.publish([Event(caller.app_id, TYPING, data, rooms=[room.id])])
-        return {"message": message, "room": room.id, "sender": user_id}
+        return result
+
+    def _typing_throttled(self, app_id: str, user_id: str, room_id: str) -> bool:
+        """True when this user's typing in this room was relayed less than
+        ``TYPING_INTERVAL_MS`` ago: clients show the indicator for several seconds, so a
+        client that reports every keystroke costs the members one event per interval."""
+        now = now_ms()
+        key = (app_id, user_id, room_id)
+        if now - self._typing_relayed.get(key, 0) < TYPING_INTERVAL_MS:
+            return True
+        if len(self._typing_relayed) >= 10_000:  # keep only the entries still throttling
+            self._typing_relayed = {
+                k: t for k, t in self._typing_relayed.items() if now - t < TYPING_INTERVAL_MS
+            }
+        self._typing_relayed[key] = now
+        return False
 
     # -- invitations ----------------------------------------------------------------------
 
