@@ -29,6 +29,7 @@ import pytest
 import uvicorn
 
 from parley.app import create_app
+from parley.cli import websocket_options
 from parley.config import Settings
 from parley.services.container import Services
 from parley.storage.db import run_migrations
@@ -130,6 +131,7 @@ class Server:
                 log_level="warning",
                 access_log=False,
                 lifespan="on",
+                **websocket_options(settings),
             )
         )
         self._loop: asyncio.AbstractEventLoop | None = None

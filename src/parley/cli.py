@@ -92,10 +92,23 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
         access_log=settings.access_log,
         proxy_headers=settings.trust_proxy,
         server_header=False,
-        # A WebSocket frame larger than a request body is refused by the server itself,
-        # before it is buffered (the gateway allows the same size).
-        ws_max_size=settings.max_body_bytes,
+        **websocket_options(settings),
     )
+
+
+def websocket_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the gateway's WebSockets (the tests' servers use the same)."""
+    return {
+        # A frame larger than a request body is refused by the server itself, before it
+        # is buffered (the gateway allows the same size).
+        "ws_max_size": settings.max_body_bytes,
+        # No permessage-deflate: it would compress every frame once per socket (the
+        # gateway encodes a frame once for all of them) and keep a compressor of tens of
+        # kilobytes per socket. Chat frames are small; the SDKs work without it.
+        "ws_per_message_deflate": False,
+        # The gateway's Engine.IO pings already find dead sockets (socket_ping_*).
+        "ws_ping_interval": None,
+    }
 
 
 def _tune_garbage_collector() -> None:

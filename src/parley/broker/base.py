@@ -8,7 +8,8 @@ Contract, for every implementation:
 - Delivery is at most once: a message published while a node is cut off from the broker
   is lost to that node. Whatever must survive that (revocations, messages) is also stored
   in the database, and ``on_reconnect`` callbacks run after every reconnection so a node
-  can catch up from there.
+  can catch up from there; ``outage_began_ms`` tells them since when (epoch ms; 0 when
+  the broker never lost its connection).
 - Handlers of one channel see that channel's messages in publish order (per publisher).
   A handler that raises is logged and does not stop delivery to the others.
 - ``publish`` never raises for a broker outage; it logs and returns ``False``.
@@ -27,6 +28,8 @@ Unsubscribe = Callable[[], None]
 
 
 class Broker(Protocol):
+    outage_began_ms: int
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -11,6 +11,8 @@ from parley.broker.base import Handler, Unsubscribe
 
 
 class MemoryBroker:
+    outage_began_ms = 0  # one process: never cut off
+
     def __init__(self) -> None:
         self._table = HandlerTable()
         self._queue: asyncio.Queue[tuple[str, bytes]] | None = None

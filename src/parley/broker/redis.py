@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._subscribed: set[str] = set()
         self._ready = asyncio.Event()
+        self.outage_began_ms = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever())
@@ -79,6 +81,7 @@ class RedisBroker:
     async def _listen_forever(self) -> None:
         backoff = 0.1
         first = True
+        reconnecting = False  # between losing the subscription and getting it back
         while True:
             try:
                 self._pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -88,7 +91,7 @@ class RedisBroker:
                 if not first:
                     log.info("reconnected to Redis")
                     await self._table.reconnected()
-                first = False
+                first = reconnecting = False
                 backoff = 0.1
                 async for message in self._pubsub.listen():
                     if message.get("type") != "message":
@@ -99,6 +102,9 @@ class RedisBroker:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("Redis subscription lost (%s); reconnecting", exc.__class__.__name__)
+                if not first and not reconnecting:
+                    self.outage_began_ms = int(time.time() * 1000)
+                    reconnecting = True
             finally:
                 if self._pubsub is not None:
                     with contextlib.suppress(RedisError, OSError):

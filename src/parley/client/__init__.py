@@ -5,14 +5,20 @@
 
 Every failure raises :class:`ParleyAPIError`, which carries the contract's ``error`` code,
 the HTTP status and the message. Both clients are context managers.
+
+Real time (events of the user's rooms, sending over the socket): ``await client.connect()``
+or ``async with client.realtime() as rt`` — see :mod:`parley.client.realtime`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:  # imported when used: the REST client does not need websockets
+    from parley.client.realtime import Realtime
 
 __all__ = ["AdminClient", "Client", "ParleyAPIError"]
 
@@ -86,18 +92,19 @@ class _Base:
                 response.status_code, "BAD_RESPONSE", response.text[:200]
             ) from None
         if response.is_error or not isinstance(body, dict) or body.get("RC", 0) != 0:
-            fields: dict[str, Any] = body if isinstance(body, dict) else {}
-            error: Any = fields.get("error")
-            message: Any = fields.get("message")
-            if isinstance(error, dict):  # the older {"error": {"code", "message"}} shape
-                error, message = error.get("code"), error.get("message")
-            raise ParleyAPIError(
-                response.status_code,
-                str(error or "UNKNOWN_ERROR"),
-                str(message or response.reason_phrase),
-                body,
-            )
+            raise _error_of(response.status_code, body, response.reason_phrase)
         return body.get("result")
+
+
+def _error_of(status: int, body: Any, reason: str) -> ParleyAPIError:
+    """The error an answer carries, in either of its shapes: REST's ``{error, message}``
+    or the older ``{error: {code, message}}`` that socket acks also use."""
+    fields: dict[str, Any] = body if isinstance(body, dict) else {}
+    error: Any = fields.get("error")
+    message: Any = fields.get("message")
+    if isinstance(error, dict):
+        error, message = error.get("code"), error.get("message")
+    return ParleyAPIError(status, str(error or "UNKNOWN_ERROR"), str(message or reason), body)
 
 
 class _RoomCalls(_Base):
@@ -471,6 +478,20 @@ class Client(_RoomCalls):
         super().__init__(
             domain, {"IM-CLIENT-KEY": client_key, "IM-Authorization": token}, **options
         )
+        self._credentials = (domain, client_key, token)
+
+    def realtime(self, **options: Any) -> Realtime:
+        """This user's real-time connection, not yet open: ``async with client.realtime()
+        as rt`` opens it (or ``await rt.connect()``). ``options`` are those of
+        :class:`parley.client.realtime.Realtime`."""
+        from parley.client.realtime import Realtime
+
+        domain, client_key, token = self._credentials
+        return Realtime(domain, client_key, token, rest=self, **options)
+
+    async def connect(self, **options: Any) -> Realtime:
+        """The real-time connection, open; end it with ``await rt.close()``."""
+        return await self.realtime(**options).connect()
 
     def me(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/me")

@@ -29,6 +29,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -56,7 +57,7 @@ from parley.gateway.protocol import (
 from parley.services.auth import Access, Credentials, Principal
 from parley.services.changes import Change
 from parley.services.container import Services
-from parley.services.errors import AuthError, InvalidRequest, ParleyError
+from parley.services.errors import AuthError, InvalidRequest, InvalidToken, ParleyError
 from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
 from parley.services.groups import groups_of
 from parley.services.users import user_embedded
@@ -69,6 +70,8 @@ MAX_RESUME_ROOMS = 1000
 RECENT_VERSIONS = 2048
 MAX_RESUME_MESSAGES = 10_000  # per room; a client further behind reloads its history
 RESUME_PAGE = 500
+OUTAGE_MARGIN_MS = 5_000
+MAX_OUTAGE_REPLAY = 10_000  # per 500 rooms of an app; clients further behind resume
 
 
 class RecentSet:
@@ -117,6 +120,7 @@ class Socket:
         self.counted = False  # in presence (authenticated, not yet forgotten)
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
+        self._drained.set()  # nothing queued yet
         self.closed = False
 
     @property
@@ -137,10 +141,19 @@ class Socket:
         return True
 
     async def flushed(self, within: float = 0.5) -> None:
-        """Wait (briefly) until the queued frames have been written."""
-        if self._queue:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), within)
+        """Wait (briefly) until the queued frames have been written, including one the
+        writer has taken off the queue but not finished sending."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), within)
+
+    async def has_room(self, frames: int, within: float = 10.0) -> bool:
+        """Wait until ``frames`` more fit in the queue; False if the client does not read
+        that many within ``within`` seconds (a large resume paces itself on this)."""
+        if len(self._queue) + frames <= self._max_queue:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), within)
+        return len(self._queue) + frames <= self._max_queue
 
     async def close(self, code: int) -> None:
         with contextlib.suppress(Exception):
@@ -186,6 +199,7 @@ class Gateway:
         """Subscribe to the event channel (before the broker starts), and to credential
         changes: a revoked token or key closes the sockets it opened."""
         self._svc.broker.subscribe(CHANNEL, self._on_event)
+        self._svc.broker.on_reconnect(self._replay_after_outage)
         self._svc.change_listeners.append(self._on_change)
 
     def _on_change(self, change: Change | None) -> None:
@@ -286,7 +300,7 @@ class Gateway:
             if kind == EIO_PONG:
                 continue
             if kind == EIO_PING:
-                sock.push(EIO_PONG + data)
+                self._push(sock, EIO_PONG + data)
                 continue
             if kind == EIO_CLOSE:
                 return
@@ -294,11 +308,12 @@ class Gateway:
                 continue
             packet = decode_socket(data)
             if packet.namespace != "/":
-                sock.push(socket_frame(CONNECT_ERROR, {"message": "Invalid namespace"}))
+                self._push(sock, socket_frame(CONNECT_ERROR, {"message": "Invalid namespace"}))
                 continue
             if packet.type == CONNECT:
                 connected = await self._connect(sock, scope, packet.data)
                 if not connected:
+                    await sock.flushed()  # the CONNECT_ERROR must reach the client
                     return
             elif not connected:
                 raise ProtocolError("a packet before CONNECT")
@@ -316,7 +331,7 @@ class Gateway:
                 log.info("socket %s missed its pongs: closing", sock.sid)
                 self._drop(sock, 1001)
                 return
-            sock.push(EIO_PING)
+            self._push(sock, EIO_PING)
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -332,13 +347,13 @@ class Gateway:
                 await self._authenticate(sock, scope, auth.get("token"), headers, resume=resume)
             except ParleyError as error:
                 refusal = {"message": error.code, "data": _error(error)}
-                sock.push(socket_frame(CONNECT_ERROR, refusal))
+                self._push(sock, socket_frame(CONNECT_ERROR, refusal))
                 return False
-            sock.push(socket_frame(CONNECT, {"sid": sock.sid}))
+            self._push(sock, socket_frame(CONNECT, {"sid": sock.sid}))
             if isinstance(resume, dict):
                 await self._resume(sock, resume)
             return True
-        sock.push(socket_frame(CONNECT, {"sid": sock.sid}))
+        self._push(sock, socket_frame(CONNECT, {"sid": sock.sid}))
         return True
 
     async def _event(self, sock: Socket, scope: Scope, args: list[Any], ack_id: int | None) -> bool:
@@ -359,13 +374,13 @@ class Gateway:
                 )
             except ParleyError as error:
                 self._ack(sock, ack_id, _error(error))
-                await asyncio.sleep(0)  # let the ack reach the queue's writer first
                 await sock.flushed()
                 return False
             self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": profile})
             return True
         if sock.principal is None:
-            self._ack(sock, ack_id, {"RC": 401, "RM": "Unauthorized", "error": "UNAUTHORIZED"})
+            refusal = InvalidToken("Authenticate the socket first", code="UNAUTHORIZED")
+            self._ack(sock, ack_id, _error(refusal))
             return True
         if name == "resume":
             request = params[0] if params and isinstance(params[0], dict) else {}
@@ -391,7 +406,7 @@ class Gateway:
                 return True
             self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": result})
             return True
-        self._ack(sock, ack_id, {"RC": 400, "RM": "Unknown event", "error": "INVALID_REQUEST"})
+        self._ack(sock, ack_id, _error(InvalidRequest(f"Unknown event {name!r}")))
         return True
 
     async def _authenticate(
@@ -474,6 +489,9 @@ class Gateway:
             event = Event.decode(raw)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
+        self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         targets: set[Socket] = set()
         for room in event.rooms:
             targets |= self._by_room.get((event.app_id, room), set())
@@ -496,14 +514,15 @@ class Gateway:
                 version = _version(event.data)
                 waiting = sock.catching_up.get(event.rooms[0])
                 if waiting is not None:
-                    waiting.append((version, frame))
+                    if len(waiting) < self.max_queue:
+                        waiting.append((version, frame))
+                    else:  # live traffic outpaces the resume: the client resumes again
+                        self._overflowed(sock)
                     continue
                 if version in sock.recent:
                     continue
                 sock.recent.add(version)
-            if not sock.push(frame):
-                log.info("socket %s stopped reading: closing", sock.sid)
-                self._drop(sock)
+            self._push(sock, frame)
 
     def _follow_membership(self, event: Event) -> None:
         """Keep each socket's room set current: a ``room`` event names the members."""
@@ -535,6 +554,33 @@ class Gateway:
                 sock.rooms.add(room_id)
                 self._by_room.setdefault(key, set()).add(sock)
 
+    async def _replay_after_outage(self) -> None:
+        """Back from a broker outage: the messages of this node's rooms that changed
+        meanwhile come from the database, through the same delivery as live ones (which
+        skips what a socket already got). Other events of the outage are not replayed."""
+        began = self._svc.broker.outage_began_ms
+        if not began:
+            return
+        since = began - OUTAGE_MARGIN_MS  # the loss may be noticed a little late
+        rooms_by_app: dict[str, list[str]] = {}
+        for app_id, room_id in list(self._by_room):
+            rooms_by_app.setdefault(app_id, []).append(room_id)
+        replayed = 0
+        for app_id, rooms in rooms_by_app.items():
+            for start in range(0, len(rooms), 500):
+                chunk = rooms[start : start + 500]
+                try:
+                    missed = await self._svc.history.changed_since(
+                        app_id, chunk, since, MAX_OUTAGE_REPLAY
+                    )
+                except ParleyError:
+                    log.warning("could not replay the broker outage: database unavailable")
+                    return
+                for message in missed:
+                    self._deliver(Event(app_id, CHAT_MESSAGE, message, [message["room"]]))
+                replayed += len(missed)
+        log.info("replayed %d messages changed during the broker outage", replayed)
+
     # -- resume -------------------------------------------------------------------------
 
     async def _resume(self, sock: Socket, rooms: Any) -> dict[str, Any]:
@@ -555,15 +601,20 @@ class Gateway:
         sent: dict[str, int] = {}
         try:
             for room, seq in wanted.items():
+                if sock.closed:
+                    break
                 seen: set[tuple[Any, Any]] = set()
                 count = 0
                 while count < MAX_RESUME_MESSAGES:
+                    if not await sock.has_room(RESUME_PAGE):
+                        self._overflowed(sock)
+                        break
                     batch = await self._svc.history.after_seq(app_id, room, seq, RESUME_PAGE)
                     for message in batch:
                         version = _version(message)
                         seen.add(version)
                         if version not in already:
-                            sock.push(event_frame(CHAT_MESSAGE, sock.payload(message)))
+                            self._push(sock, event_frame(CHAT_MESSAGE, sock.payload(message)))
                             sock.recent.add(version)
                         seq = message["seq"]
                     count += len(batch)
@@ -571,20 +622,31 @@ class Gateway:
                         break
                 for version, frame in sock.catching_up.pop(room, []):
                     if version not in seen and version not in sock.recent:
-                        sock.push(frame)
+                        self._push(sock, frame)
                         sock.recent.add(version)
                 sent[room] = count
         finally:
             for room in wanted:
                 for _, frame in sock.catching_up.pop(room, []):
-                    sock.push(frame)
+                    self._push(sock, frame)
         return {"rooms": sent}
 
     # -- helpers ------------------------------------------------------------------------
 
     def _ack(self, sock: Socket, ack_id: int | None, data: Any) -> None:
         if ack_id is not None:
-            sock.push(socket_frame(ACK, [sock.payload(data)], ack_id))
+            self._push(sock, socket_frame(ACK, [sock.payload(data)], ack_id))
+
+    def _push(self, sock: Socket, frame: str) -> None:
+        """Queue a frame; a socket whose queue is full has stopped reading: it is closed
+        rather than buffered without bound, and its client resumes when it reconnects."""
+        if not sock.push(frame):
+            self._overflowed(sock)
+
+    def _overflowed(self, sock: Socket) -> None:
+        if not sock.closed:
+            log.info("socket %s stopped reading: closing", sock.sid)
+            self._drop(sock)
 
     def _drop(self, sock: Socket, code: int = 1008) -> None:
         sock.closed = True
@@ -625,7 +687,7 @@ def _error(error: ParleyError) -> dict[str, Any]:
     rc = status_of(error)
     return {
         "RC": rc,
-        "RM": "Unauthorized" if rc == 401 else str(error),
+        "RM": HTTPStatus(rc).phrase,  # as REST says it
         "error": {"code": error.code, "message": str(error)},
     }
 

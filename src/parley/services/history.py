@@ -278,6 +278,30 @@ class HistoryService:
             profiles = await self._users.profiles(app_id, _senders(rows), s)
         return [hidden_stub(_public(r, profiles)) for r in rows]
 
+    async def changed_since(
+        self, app_id: str, room_ids: list[str], since_ms: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Messages of these rooms stored or changed at ``since_ms`` or later, in the order
+        they changed (a hidden one as its stub): what a node's sockets may have missed
+        while the node was cut off from the broker."""
+        async with self._db.read() as s:
+            rows = list(
+                (
+                    await s.execute(
+                        select(MessageRow)
+                        .where(
+                            MessageRow.app_id == app_id,
+                            MessageRow.room_id.in_(room_ids),
+                            MessageRow.updated_at >= since_ms,
+                        )
+                        .order_by(MessageRow.updated_at, MessageRow.seq)
+                        .limit(limit)
+                    )
+                ).scalars()
+            )
+            profiles = await self._users.profiles(app_id, _senders(rows), s)
+        return [hidden_stub(_public(r, profiles)) for r in rows]
+
     # -- helpers ------------------------------------------------------------------------
 
     def _limit(
