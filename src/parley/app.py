@@ -35,6 +35,7 @@ from parley.config import Settings
 from parley.gateway.server import PATHS as GATEWAY_PATHS
 from parley.gateway.server import Gateway
 from parley.services.container import Services
+from parley.web import routes as web_routes  # Web SDK
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -76,6 +77,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # table in order, so the busiest routes (sending, history) come first.
         app.router.routes.extend(module.router.routes)
     check_permission_table(app)
+    # Web SDK (/sdk/imkit.js, …) and Web URL (/chat): public pages, not REST operations,
+    # so they join after the permission-table check and stay out of /openapi.json.
+    app.router.routes.extend(web_routes())
 
     app.add_middleware(
         CORSMiddleware,

@@ -1,6 +1,6 @@
 """Pages in a real browser: Debian's Chromium driven by Playwright.
 
-``browser`` is one headless Chromium for the whole run; ``page`` a fresh context (its own
+``browser`` is one headless Chromium per test module; ``page`` a fresh context (its own
 cookies and storage) per test. ``shoot(page, name)`` writes a full-page screenshot to
 ``SCREENSHOTS`` (``test-screenshots/`` at the repository root, git-ignored) so a reviewer
 can look at the pages the tests saw.
@@ -16,14 +16,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need_service
+from tests.conftest import Server, need_service
 
 CHROMIUM = os.environ.get("PARLEY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-screenshots"
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def browser(server: Server) -> Iterator[Any]:
+    # Playwright's sync API holds an event loop in this thread while it is open, and
+    # asyncio cannot run beside it: the server (whose set-up runs asyncio) starts first,
+    # and the browser closes with its module, before later tests run asyncio themselves.
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         need_service(f"Chromium ({CHROMIUM})")
     from playwright.sync_api import sync_playwright

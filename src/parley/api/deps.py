@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -41,6 +42,20 @@ def host_of(headers: dict[bytes, bytes], trust_proxy: bool) -> str | None:
     return raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw or None
 
 
+def origin_of(headers: dict[bytes, bytes], trust_proxy: bool) -> str | None:
+    """The Origin to check against the app's allowed Origins: none for a page Parley
+    served itself from the host the request went to (the Web URL, ``/chat``), which is
+    the app's own domain rather than a foreign site."""
+    origin = _first(headers, b"origin")
+    if not origin:
+        return None
+    raw = _first(headers, b"x-forwarded-host") if trust_proxy else None
+    host = (raw or _first(headers, b"host") or "").split(",")[0].strip().lower()
+    if host and urlsplit(origin).netloc.lower() == host:
+        return None
+    return origin
+
+
 def credentials_of(request: Request, trust_proxy: bool) -> Credentials:
     # One pass over the raw headers (names arrive lower-cased from the ASGI server).
     headers = dict(request.scope["headers"])
@@ -52,7 +67,7 @@ def credentials_of(request: Request, trust_proxy: bool) -> Credentials:
         client_key=_first(headers, b"im-client-key", b"client_key"),
         token=token,
         host=host_of(headers, trust_proxy),
-        origin=_first(headers, b"origin"),
+        origin=origin_of(headers, trust_proxy),
         acting_user=_first(headers, b"im-client-id"),
     )
 

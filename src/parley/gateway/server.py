@@ -36,6 +36,7 @@ import orjson
 from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
+from parley.api.deps import host_of, origin_of
 from parley.api.errors import status_of
 from parley.gateway.protocol import (
     ACK,
@@ -440,13 +441,15 @@ class Gateway:
         )
         if raw_token and raw_token[:7].lower() == "bearer ":
             raw_token = raw_token[7:].strip()
-        host = (http.get("host") or "").rsplit(":", 1)[0].lower() or None
+        # Host and Origin as REST reads them (the same proxy trust, the same own-page rule).
+        raw_headers = dict(scope["headers"])
+        trust_proxy = self._svc.settings.trust_proxy
         creds = Credentials(
             api_key=None,
             client_key=client_key,
             token=raw_token,
-            host=host,
-            origin=http.get("origin"),
+            host=host_of(raw_headers, trust_proxy),
+            origin=origin_of(raw_headers, trust_proxy),
             acting_user=None,
         )
         principal = await self._svc.auth.authenticate(creds, Access.USER)
