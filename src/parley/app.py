@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         max_payload=settings.max_body_bytes,
         ping_interval=settings.socket_ping_interval,
         ping_timeout=settings.socket_ping_timeout,
+        connect_timeout=settings.socket_connect_timeout,
     )
 
     @asynccontextmanager

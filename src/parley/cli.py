@@ -84,6 +84,7 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
     click.echo(f"Parley is listening on http://{settings.host}:{settings.port}")
     app = create_app(settings)
     _tune_garbage_collector()
+    _log_to_stderr(settings.log_level)
     uvicorn.run(
         app,
         host=settings.host,
@@ -109,6 +110,19 @@ def websocket_options(settings: Settings) -> dict[str, Any]:
         # The gateway's Engine.IO pings already find dead sockets (socket_ping_*).
         "ws_ping_interval": None,
     }
+
+
+def _log_to_stderr(level: str) -> None:
+    """Parley's own log lines (outages, replays, closed sockets) at the configured level;
+    uvicorn configures only its own loggers."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("parley")
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def _tune_garbage_collector() -> None:

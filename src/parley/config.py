@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # nothing for interval + timeout.
     socket_ping_interval: float = 25.0
     socket_ping_timeout: float = 20.0
+    # A socket not authenticated this long after it opened is closed (Socket.IO's
+    # connectTimeout): an idle handshake would hold its connection for ever.
+    socket_connect_timeout: float = 45.0
     trust_proxy: bool = False  # honour X-Forwarded-Host / X-Forwarded-For
     access_log: bool = False  # off by default: query strings can carry tokens
     log_level: str = "info"

@@ -9,28 +9,23 @@ Keys are changed with the ``parley`` CLI, a third process, as an operator would.
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import (
-    DATABASE_URL,
-    REDIS_URL,
-    assert_error,
-    check_redis,
-    free_port,
-    need_service,
-    start_of_a_fresh_window,
+from tests.cluster_harness import (
+    Cluster,
+    admin_client,
+    cluster_env,
+    issue_token,
+    need_redis,
+    running,
+    user_client,
 )
+from tests.conftest import assert_error, start_of_a_fresh_window
 
 pytestmark = pytest.mark.redis
 
@@ -38,123 +33,12 @@ PROPAGATION = 1.0  # seconds a change may take to reach every node
 POLL = 0.05
 
 
-@dataclass
-class Node:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
-class ClusterApp:
-    id: str
-    domain: str
-    api_key: str
-    client_key: str
-
-
-class Cluster:
-    def __init__(self, env: dict[str, str], tmp: Path) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.nodes: list[Node] = []
-
-    def cli(self, *args: str) -> str:
-        """Run ``parley ARGS`` with the cluster's settings; its stdout."""
-        done = subprocess.run(
-            [sys.executable, "-m", "parley", *args],
-            env=self.env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, (args, done.stdout.decode(), done.stderr.decode())
-        return done.stdout.decode()
-
-    def create_app(self) -> ClusterApp:
-        # Requests name the app's own domain as Host, so no other app of a shared test
-        # database (one serving 127.0.0.1, say) can claim them.
-        name = "cluster-" + secrets.token_hex(4)
-        data = json.loads(self.cli("app", "create", name, "--domain", f"{name}.test", "--json"))
-        return ClusterApp(data["id"], f"{name}.test", data["apiKey"], data["clientKey"])
-
-    def start_node(self, name: str) -> Node:
-        port = free_port()
-        log = self.tmp / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "parley", "run", "--port", str(port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        node = Node(f"http://127.0.0.1:{port}", process, log)
-        self.nodes.append(node)
-        return node
-
-    def wait_healthy(self, node: Node, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if node.process.poll() is not None:
-                break
-            try:
-                if httpx.get(node.url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"node {node.url} did not become healthy:\n{self.logs()}")
-
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.process.terminate()
-        for node in self.nodes:
-            try:
-                node.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
-                node.process.wait(timeout=5)
-
-    def logs(self) -> str:
-        parts = []
-        for node in self.nodes:
-            text = node.log.read_text(errors="replace") if node.log.exists() else ""
-            parts.append(f"----- {node.log.name} ({node.url}) -----\n{text}")
-        return "\n".join(parts)
-
-
-def need_redis() -> str:
-    if not REDIS_URL:
-        need_service("Redis (PARLEY_TEST_REDIS_URL)")
-    check_redis(REDIS_URL)
-    return REDIS_URL
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     redis_url = need_redis()
     tmp = tmp_path_factory.mktemp("cluster")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
-    env.update(
-        PARLEY_SECRET_KEY=secrets.token_hex(32),
-        PARLEY_REDIS_URL=redis_url,
-        PARLEY_DATA_DIR=str(tmp),
-        PARLEY_DATABASE_URL=DATABASE_URL or f"sqlite+aiosqlite:///{tmp / 'parley.db'}",
-        PARLEY_CHANGE_POLL_SECONDS="30",
-    )
-    cluster = Cluster(env, tmp)
-    try:
-        cluster.cli("migrate")
-        # An app before the first start: a node on an empty database would create a
-        # "default" app serving 127.0.0.1.
-        cluster.create_app()
-        for name in ("node1", "node2"):
-            cluster.start_node(name)
-        for node in cluster.nodes:
-            cluster.wait_healthy(node)
+    with running(Cluster(cluster_env(redis_url, tmp, CHANGE_POLL_SECONDS="30"), tmp)) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -171,28 +55,6 @@ def print_node_logs_on_failure(
 @pytest.fixture
 def nodes(cluster: Cluster) -> tuple[str, str]:
     return cluster.nodes[0].url, cluster.nodes[1].url
-
-
-def client(url: str, app: ClusterApp, **headers: str) -> httpx.Client:
-    return httpx.Client(base_url=url, headers={"Host": app.domain, **headers}, timeout=10)
-
-
-def admin_client(url: str, app: ClusterApp, api_key: str | None = None) -> httpx.Client:
-    return client(url, app, **{"IM-API-KEY": api_key or app.api_key})
-
-
-def user_client(
-    url: str, app: ClusterApp, token: str, client_key: str | None = None
-) -> httpx.Client:
-    headers = {"IM-CLIENT-KEY": client_key or app.client_key, "IM-Authorization": token}
-    return client(url, app, **headers)
-
-
-def issue_token(url: str, app: ClusterApp, user_id: str) -> str:
-    with admin_client(url, app) as admin:
-        response = admin.post("/admin/clients", json={"_id": user_id, "issueAccessToken": True})
-    assert response.status_code == 200, response.text
-    return str(response.json()["result"]["token"])
 
 
 def seconds_until(
@@ -284,7 +146,7 @@ def test_rotated_api_key_is_refused_on_every_node_and_the_new_one_works(
 def test_client_key_rotated_with_grace_works_until_the_grace_ends_on_every_node(
     cluster: Cluster, nodes: tuple[str, str]
 ) -> None:
-    grace = 3
+    grace = 8  # room for a slow CLI start on a loaded machine
     app = cluster.create_app()
     token = issue_token(nodes[0], app, "alice")
     old = [user_client(url, app, token) for url in nodes]

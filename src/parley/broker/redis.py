@@ -22,6 +22,7 @@ from parley.broker.base import Handler, Unsubscribe
 
 log = logging.getLogger("parley.broker.redis")
 PREFIX = "parley:"
+PUBLISH_ATTEMPTS = 3  # a dead pooled connection costs one; in an outage all fail
 
 
 class RedisBroker:
@@ -54,13 +55,16 @@ class RedisBroker:
         await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> bool:
-        try:
-            await self.client.publish(PREFIX + channel, data)
-            return True
-        except (RedisError, OSError):
-            log.warning("publish to Redis failed; the message reaches this node only")
-            await self._table.dispatch(channel, data)
-            return False
+        # A pooled connection may have died with a Redis restart that the subscribers
+        # have already recovered from (their replay of the outage included): a publish
+        # failing on it would be lost to them. Tried again, it goes out on a fresh one.
+        for _ in range(PUBLISH_ATTEMPTS):
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.publish(PREFIX + channel, data)
+                return True
+        log.warning("publish to Redis failed; the message reaches this node only")
+        await self._table.dispatch(channel, data)
+        return False
 
     def subscribe(self, channel: str, handler: Handler) -> Unsubscribe:
         unsubscribe = self._table.add(channel, handler)

@@ -91,9 +91,13 @@ def engine_open(sid: str, ping_interval_ms: int, ping_timeout_ms: int, max_paylo
     return EIO_OPEN + orjson.dumps(handshake).decode()
 
 
-def socket_frame(kind: int, data: Any = None, ack_id: int | None = None) -> str:
-    """An Engine.IO message frame holding one Socket.IO packet of the root namespace."""
-    head = EIO_MESSAGE + str(kind) + ("" if ack_id is None else str(ack_id))
+def socket_frame(
+    kind: int, data: Any = None, ack_id: int | None = None, namespace: str = "/"
+) -> str:
+    """An Engine.IO message frame holding one Socket.IO packet (of the root namespace
+    unless told otherwise)."""
+    head = EIO_MESSAGE + str(kind) + ("" if namespace == "/" else namespace + ",")
+    head += "" if ack_id is None else str(ack_id)
     if data is None:
         return head
     return head + orjson.dumps(data).decode()

@@ -16,8 +16,9 @@ A socket's life:
 3. Authenticated, it receives every event of the rooms its user belongs to (followed live
    as ``room`` events change membership) and of the user itself; it may send ``typing``
    and ``chat message`` (through the same message writer as REST).
-A frame that breaks the protocol closes its own socket only. Frames wait in a bounded
-queue per socket; a socket that stops reading until the queue is full is closed.
+A frame that breaks the protocol closes its own socket only. Frames wait in a queue per
+socket, bounded in frames and in bytes; a socket that stops reading until it is full is
+closed, and so is one not authenticated within ``connect_timeout`` of opening.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ from parley.services.container import Services
 from parley.services.errors import AuthError, InvalidRequest, InvalidToken, ParleyError
 from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
 from parley.services.groups import groups_of
+from parley.services.rooms import TYPING_INTERVAL_MS
 from parley.services.users import user_embedded
 from parley.storage.tables import RoomMemberRow
 
@@ -71,6 +73,10 @@ MAX_RESUME_ROOMS = 1000
 RECENT_VERSIONS = 2048
 MAX_RESUME_MESSAGES = 10_000  # per room; a client further behind reloads its history
 RESUME_PAGE = 500
+RESUME_WAIT = 10.0  # seconds a resume waits for its client to read before giving up
+MAX_SEQ = 2**63 - 1  # the database's largest integer
+CLOSE_WAIT = 1.0  # seconds the close frame may wait for a client that stopped reading
+TYPING_GAP = TYPING_INTERVAL_MS / 1000
 OUTAGE_MARGIN_MS = 5_000
 MAX_OUTAGE_REPLAY = 10_000  # per 500 rooms of an app; clients further behind resume
 
@@ -101,7 +107,7 @@ class RecentSet:
 class Socket:
     """One client connection. ``encoding`` is "plain" or "base64" (set by ``conf``)."""
 
-    def __init__(self, sid: str, send: Send, max_queue: int) -> None:
+    def __init__(self, sid: str, send: Send, max_queue: int, max_queue_bytes: int) -> None:
         self.sid = sid
         self._send = send
         self.encoding = "plain"
@@ -118,6 +124,13 @@ class Socket:
         # dropped.
         self.recent = RecentSet(RECENT_VERSIONS)
         self._max_queue = max_queue
+        self._max_queue_bytes = max_queue_bytes
+        self._queued_bytes = 0  # characters, in fact: frames are mostly ASCII JSON
+        self._room = asyncio.Event()  # a frame left the queue
+        self.reader: asyncio.Task[None] | None = None
+        self.idle = False  # its reader waits for the client's next frame
+        self.close_code = 1000
+        self.typed: dict[str, float] = {}  # room → when its last typing went to the service
         self.counted = False  # in presence (authenticated, not yet forgotten)
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
@@ -130,16 +143,45 @@ class Socket:
             return None
         return (self.principal.app_id, self.principal.user_id)
 
+    def _fits(self, frame: str) -> bool:
+        if not self._queue:
+            return True  # one frame always fits: a large room event must get through
+        return (
+            len(self._queue) < self._max_queue
+            and self._queued_bytes + len(frame) <= self._max_queue_bytes
+        )
+
     def push(self, frame: str) -> bool:
         """Queue a frame; False when the client has stopped reading (queue full)."""
         if self.closed:
             return True
-        if len(self._queue) >= self._max_queue:
+        if not self._fits(frame):
             return False
         self._queue.append(frame)
+        self._queued_bytes += len(frame)
         self._drained.clear()
         self._ready.set()
         return True
+
+    async def put(self, frame: str, within: float) -> bool:
+        """Queue a frame of a bulk send (a resume), waiting up to ``within`` seconds for
+        the client to make room; False when it did not, or the socket closed."""
+        deadline = time.monotonic() + within
+        while not self.closed and not self._fits(frame):
+            self._room.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), remaining)
+        return not self.closed and self.push(frame)
+
+    def discard(self) -> None:
+        """Closed: what waits in the queue will never be sent; free it now."""
+        self.closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._room.set()
 
     async def flushed(self, within: float = 0.5) -> None:
         """Wait (briefly) until the queued frames have been written, including one the
@@ -147,25 +189,14 @@ class Socket:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), within)
 
-    async def has_room(self, frames: int, within: float = 10.0) -> bool:
-        """Wait until ``frames`` more fit in the queue; False if the client does not read
-        that many within ``within`` seconds (a large resume paces itself on this)."""
-        if len(self._queue) + frames <= self._max_queue:
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), within)
-        return len(self._queue) + frames <= self._max_queue
-
-    async def close(self, code: int) -> None:
-        with contextlib.suppress(Exception):
-            await self._send({"type": "websocket.close", "code": code})
-
     async def drain_forever(self) -> None:
         while not self.closed:
             await self._ready.wait()
             self._ready.clear()
             while self._queue and not self.closed:
                 frame = self._queue.popleft()
+                self._queued_bytes -= len(frame)
+                self._room.set()
                 await self._send({"type": "websocket.send", "text": frame})
             self._drained.set()
 
@@ -183,14 +214,18 @@ class Gateway:
         *,
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
+        connect_timeout: float = 45.0,
         max_payload: int = 1_000_000,
         max_queue: int = 1000,
+        max_queue_bytes: int | None = None,
     ) -> None:
         self._svc = services
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.connect_timeout = connect_timeout
         self.max_payload = max_payload
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes or 4 * max_payload
         self._sockets: dict[str, Socket] = {}
         self._by_user: dict[tuple[str, str], set[Socket]] = {}
         self._by_room: dict[tuple[str, str], set[Socket]] = {}
@@ -258,7 +293,7 @@ class Gateway:
             return
         await send({"type": "websocket.accept"})
         sid = secrets.token_urlsafe(15)
-        sock = Socket(sid, send, self.max_queue)
+        sock = Socket(sid, send, self.max_queue, self.max_queue_bytes)
         self._sockets[sid] = sock
         await send(
             {
@@ -273,22 +308,41 @@ class Gateway:
         )
         drain = asyncio.create_task(sock.drain_forever())
         pinger = asyncio.create_task(self._ping_forever(sock))
+        # As Socket.IO's connectTimeout: a socket that never authenticates holds a slot.
+        deadline = asyncio.get_running_loop().call_later(
+            self.connect_timeout, self._handshake_deadline, sock
+        )
+        sock.reader = asyncio.create_task(self._read_forever(sock, scope, receive))
         try:
-            await self._read_forever(sock, scope, receive)
+            await sock.reader
         except ProtocolError as exc:
             log.info("closing socket %s: %s", sid, exc)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # else the server dropped it (see _drop) while it waited for the client
         finally:
-            sock.closed = True
+            deadline.cancel()
+            sock.discard()
             self._forget(sock)
-            for task in (drain, pinger):
+            for task in (drain, pinger, sock.reader):
                 task.cancel()
+            # A client that stopped reading never takes the close frame: do not wait
+            # for it forever (the connection is closed all the same).
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": 1000})
+                await asyncio.wait_for(
+                    send({"type": "websocket.close", "code": sock.close_code}), CLOSE_WAIT
+                )
 
     async def _read_forever(self, sock: Socket, scope: Scope, receive: Receive) -> None:
         connected = False
-        while True:
-            message = await receive()
+        while not sock.closed:
+            sock.idle = True
+            try:
+                message = await receive()
+            finally:
+                sock.idle = False
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -309,7 +363,10 @@ class Gateway:
                 continue
             packet = decode_socket(data)
             if packet.namespace != "/":
-                self._push(sock, socket_frame(CONNECT_ERROR, {"message": "Invalid namespace"}))
+                if packet.type != CONNECT:
+                    raise ProtocolError("a packet of a namespace it did not join")
+                refusal = {"message": "Invalid namespace"}
+                self._push(sock, socket_frame(CONNECT_ERROR, refusal, namespace=packet.namespace))
                 continue
             if packet.type == CONNECT:
                 connected = await self._connect(sock, scope, packet.data)
@@ -333,6 +390,11 @@ class Gateway:
                 self._drop(sock, 1001)
                 return
             self._push(sock, EIO_PING)
+
+    def _handshake_deadline(self, sock: Socket) -> None:
+        if sock.principal is None and not sock.closed:
+            log.info("socket %s did not authenticate in time: closing", sock.sid)
+            self._drop(sock)
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -392,8 +454,15 @@ class Gateway:
             room_id = params[0] if params else None
             if isinstance(room_id, dict):
                 room_id = room_id.get("room") or room_id.get("roomId")
+            room = str(room_id or "")
+            # Not a room of its user, or relayed less than a second ago: nothing would be
+            # relayed, so no database read either (a client may send thousands at once).
+            now = time.monotonic()
+            if room not in sock.rooms or now - sock.typed.get(room, -TYPING_GAP) < TYPING_GAP:
+                return True
+            sock.typed[room] = now
             with contextlib.suppress(ParleyError):
-                await self._svc.rooms.typing(sock.principal, str(room_id or ""), None)
+                await self._svc.rooms.typing(sock.principal, room, None)
             return True
         if name == "chat message":
             body = params[0] if params else None
@@ -596,7 +665,7 @@ class Gateway:
         wanted = {
             room: seq
             for room, seq in list(rooms.items())[:MAX_RESUME_ROOMS]
-            if room in sock.rooms and isinstance(seq, int) and seq >= 0
+            if room in sock.rooms and _is_seq(seq)
         }
         for room in wanted:
             sock.catching_up.setdefault(room, [])
@@ -609,15 +678,17 @@ class Gateway:
                 seen: set[tuple[Any, Any]] = set()
                 count = 0
                 while count < MAX_RESUME_MESSAGES:
-                    if not await sock.has_room(RESUME_PAGE):
-                        self._overflowed(sock)
-                        break
                     batch = await self._svc.history.after_seq(app_id, room, seq, RESUME_PAGE)
                     for message in batch:
                         version = _version(message)
                         seen.add(version)
                         if version not in already:
-                            self._push(sock, event_frame(CHAT_MESSAGE, sock.payload(message)))
+                            # Paced frame by frame on the client's reading: a page of
+                            # large messages is more than the queue holds.
+                            frame = event_frame(CHAT_MESSAGE, sock.payload(message))
+                            if not await sock.put(frame, RESUME_WAIT):
+                                self._overflowed(sock)
+                                return {"rooms": sent}
                             sock.recent.add(version)
                         seq = message["seq"]
                     count += len(batch)
@@ -652,9 +723,13 @@ class Gateway:
             self._drop(sock)
 
     def _drop(self, sock: Socket, code: int = 1008) -> None:
-        sock.closed = True
+        """Close a socket from the server's side: free its queue now, and end its handler
+        even if the client never sends another frame (one that stopped reading may not)."""
+        sock.close_code = code
+        sock.discard()
         self._forget(sock)
-        asyncio.get_running_loop().create_task(sock.close(code))
+        if sock.idle and sock.reader is not None:
+            sock.reader.cancel()
 
     def _forget(self, sock: Socket) -> None:
         if sock.closed:
@@ -676,6 +751,10 @@ class Gateway:
                 members.discard(sock)
                 if not members:
                     del self._by_room[(key[0], room)]
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEQ
 
 
 def _version(message: Any) -> tuple[Any, Any]:

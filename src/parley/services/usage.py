@@ -67,22 +67,33 @@ class UsageRecorder:
                 live = set(
                     (await s.execute(select(AppRow.id).where(AppRow.id.in_(app_ids)))).scalars()
                 )
-                for (kind, key_id, day), tally in pending.items():
-                    if tally.app_id not in live:  # the app was deleted meanwhile
-                        continue
-                    row = await s.get(KeyUsageRow, (kind, key_id, day))
-                    if row is None:
-                        row = KeyUsageRow(
-                            key_kind=kind,
-                            key_id=key_id,
-                            day=day,
-                            app_id=tally.app_id,
-                            requests=0,
-                            rejections={},
-                            origins=[],
-                            last_used_at=0,
-                        )
-                        s.add(row)
+                mine = {k: t for k, t in pending.items() if t.app_id in live}
+                if not mine:  # every app of these counts was deleted meanwhile
+                    return
+                # Nodes flush the same (key, day) rows: create the missing ones without
+                # failing on another node's insert, then lock them while adding, so no
+                # node's counts overwrite another's.
+                insert = _insert_ignoring_duplicates(db.is_sqlite)
+                await s.execute(
+                    insert.values(
+                        [
+                            {
+                                "key_kind": kind,
+                                "key_id": key_id,
+                                "day": day,
+                                "app_id": tally.app_id,
+                                "requests": 0,
+                                "rejections": {},
+                                "origins": [],
+                                "last_used_at": 0,
+                            }
+                            for (kind, key_id, day), tally in mine.items()
+                        ]
+                    )
+                )
+                for (kind, key_id, day), tally in mine.items():
+                    row = await s.get(KeyUsageRow, (kind, key_id, day), with_for_update=True)
+                    assert row is not None
                     row.requests += tally.requests
                     merged = Counter(row.rejections) + tally.rejections
                     row.rejections = dict(merged)
@@ -97,6 +108,16 @@ class UsageRecorder:
                 kept.rejections += tally.rejections
                 kept.origins |= tally.origins
                 kept.last_used_at = max(kept.last_used_at, tally.last_used_at)
+
+
+def _insert_ignoring_duplicates(sqlite: bool) -> Any:
+    if sqlite:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(KeyUsageRow).on_conflict_do_nothing()
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(KeyUsageRow).on_conflict_do_nothing()
 
 
 async def usage_report(db: Database, app_id: str) -> list[dict[str, Any]]:
