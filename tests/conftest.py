@@ -43,6 +43,23 @@ REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", "")
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis: needs PARLEY_TEST_REDIS_URL (multi-node tests)")
     config.addinivalue_line("markers", "postgres: needs PARLEY_TEST_DATABASE_URL (PostgreSQL)")
+    config.addinivalue_line("markers", "once: about the wire or the browser; one pass is enough")
+
+
+# Suites about the wire and the browser rather than storage: scripts/test runs them in its
+# first pass (SQLite) only, since every storage path they reach is a REST one that the rest
+# of the suite covers on both databases. This keeps CI within its time budget.
+ONCE = (
+    "tests/browser/",
+    "tests/gateway/test_hostile_clients.py",
+    "tests/gateway/test_node_client.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(ONCE):
+            item.add_marker(pytest.mark.once)
 
 
 def need_service(what: str) -> None:
@@ -130,6 +147,7 @@ class Server:
                 port=self.port,
                 log_level="warning",
                 access_log=False,
+                proxy_headers=settings.trust_proxy,  # as `parley run` serves
                 lifespan="on",
                 **websocket_options(settings),
             )

@@ -528,6 +528,7 @@ def test_api_key_rotate_with_overlap(
     assert admin_status(server, app, app.api_key) == 200
     started = time.time()  # the overlap ends 2 s after the rotation, so after this
     rotated = parley_json(env, "api-key", "rotate", app.id, "--overlap", "2")
+    rotated_by = time.time()  # the CLI committed before this: the overlap ends by +2 s
     new_key = rotated["apiKey"]
     assert admin_status(server, app, new_key) == 200
     if time.time() < started + 1.5:
@@ -537,7 +538,7 @@ def test_api_key_rotate_with_overlap(
     refused_at = eventually(
         lambda: admin_status(server, app, app.api_key),
         401,
-        within=started + 2 - time.time() + PROPAGATION,
+        within=rotated_by + 2 - time.time() + PROPAGATION,
     )
     assert refused_at >= started + 2, "the old API Key was refused before its overlap ended"
     assert admin_status(server, app, new_key) == 200
