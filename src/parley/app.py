@@ -32,6 +32,7 @@ from parley.api.routes import (
 )
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
 from parley.config import Settings
+from parley.dashboard import DashboardMount, create_dashboard
 from parley.gateway.server import PATHS as GATEWAY_PATHS
 from parley.gateway.server import Gateway
 from parley.services.container import Services
@@ -98,6 +99,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.add_middleware(ImkitCompat)
     app.add_middleware(SocketIOMount, gateway=gateway)
+    # The operators' dashboard: pages under /dashboard, outside the API's route table,
+    # middlewares and OpenAPI schema (see parley.dashboard).
+    app.add_middleware(DashboardMount, dashboard=create_dashboard(svc))
     app.parley_gateway = gateway  # type: ignore[attr-defined]
     return app
 

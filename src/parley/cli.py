@@ -434,3 +434,71 @@ _key_command(
     lambda svc, app_id, _s: svc.keys.revoke_api_keys(app_id),
     "revokedCount",
 )
+
+
+# -- dashboard operators ----------------------------------------------------------------
+
+
+@main.group()
+def operator() -> None:
+    """Dashboard accounts (the dashboard is at /dashboard)."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@operator.command("create")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
+@click.option(
+    "--owns-all", is_flag=True, help="Also make it the owner of every app that has no owner"
+)
+@click.pass_context
+def operator_create(ctx: click.Context, email: str, password_stdin: bool, owns_all: bool) -> None:
+    """Create a dashboard account (the password is prompted for)."""
+    password = _read_password(password_stdin)
+
+    async def create(svc: Services) -> tuple[str, int]:
+        account = await svc.operators.create(email, password)
+        adopted = await svc.operators.adopt_unowned(account.id) if owns_all else 0
+        return account.email, adopted
+
+    created, adopted = _call(ctx, create)
+    click.echo(f"Created the dashboard account {created}")
+    if owns_all:
+        click.echo(f"  it now owns {adopted} application(s) that had no owner")
+
+
+@operator.command("grant")
+@click.argument("email")
+@click.argument("ref", metavar="APP")
+@click.pass_context
+def operator_grant(ctx: click.Context, email: str, ref: str) -> None:
+    """Make an account the owner of an application (by id or name)."""
+
+    async def grant(svc: Services) -> str:
+        account = await svc.operators.find(email)
+        app_id = await svc.apps.resolve(ref)
+        await svc.operators.assign(account.id, app_id)
+        return app_id
+
+    click.echo(f"{email} now owns {_call(ctx, grant)}")
+
+
+@operator.command("set-password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input")
+@click.pass_context
+def operator_set_password(ctx: click.Context, email: str, password_stdin: bool) -> None:
+    """Set an account's password (a forgotten one); its sessions end."""
+    password = _read_password(password_stdin)
+
+    async def reset(svc: Services) -> None:
+        await svc.operators.set_password((await svc.operators.find(email)).id, password)
+
+    _call(ctx, reset)
+    click.echo(f"Password set for {email}; its sessions have ended")

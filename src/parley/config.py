@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,17 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = 60.0
     change_poll_seconds: float = 1.0
     usage_flush_seconds: float = 5.0
+
+    # The operators' dashboard (/dashboard). Sign-up: "first" lets one account sign up
+    # while none exists (later ones come from `parley operator create`), "open" lets
+    # anyone, "closed" no one.
+    dashboard_signup: Literal["first", "open", "closed"] = "first"
+    dashboard_session_hours: float = 12.0  # a session ends this long after sign-in
+    # Sign-in attempts per window, per account and per client address (X-Forwarded-For
+    # with trust_proxy); counted in Redis when there is one, so across the cluster.
+    dashboard_login_attempts: int = 10
+    dashboard_login_attempts_per_ip: int = 50
+    dashboard_login_window_seconds: int = 300
 
     @property
     def effective_database_url(self) -> str:

@@ -26,6 +26,7 @@ from parley.services.history import HistoryService
 from parley.services.keys import KeyService
 from parley.services.message_writer import MessageWriter
 from parley.services.messaging import MessageLimits, MessageService
+from parley.services.operators import OperatorService
 from parley.services.prefs import PrefService
 from parley.services.presence import Presence
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
@@ -60,6 +61,8 @@ class Services:
         self.changes = ChangeFeed(self.db, self.broker, self._apply_change)
         self.apps = AppService(self.db, master, self.changes)
         self.keys = KeyService(self.db, master, self.changes)
+        # Dashboard accounts and sessions (parley.dashboard); sign-ins share the limiter.
+        self.operators = OperatorService(self.db, master, limiter, self.apps, settings)
         self.users = UserService(
             self.db,
             self.auth,

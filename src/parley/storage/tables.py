@@ -472,3 +472,46 @@ class GroupMemberRow(Base):
         ),
         Index("ix_user_group_members_user", "app_id", "user_id"),
     )
+
+
+class OperatorRow(Base):
+    """A person who signs in to the dashboard (/dashboard) to manage applications.
+    ``password_hash`` is an argon2id PHC string; ``email`` is stored lower-cased."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    password_changed_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class OperatorSessionRow(Base):
+    """A signed-in dashboard session. The cookie holds a random id; only its SHA-256
+    digest is stored, so any node can check a cookie and a copy of the table opens none."""
+
+    __tablename__ = "operator_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class OperatorAppRow(Base):
+    """Which operator owns an application (an app created with the CLI has none until
+    one is assigned), with the environment label the dashboard shows."""
+
+    __tablename__ = "operator_apps"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    operator_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("operators.id", ondelete="CASCADE"), index=True
+    )
+    environment: Mapped[str] = mapped_column(String(32), default="production")
+    created_at: Mapped[int] = mapped_column(BigInteger)
