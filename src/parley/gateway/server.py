@@ -407,7 +407,9 @@ class Gateway:
             }
             resume = auth.get("resume")
             try:
-                await self._authenticate(sock, scope, auth.get("token"), headers, resume=resume)
+                await self._authenticate(
+                    sock, scope, auth.get("token"), headers, resume=resume, profile=False
+                )
             except ParleyError as error:
                 refusal = {"message": error.code, "data": _error(error)}
                 self._push(sock, socket_frame(CONNECT_ERROR, refusal))
@@ -487,9 +489,11 @@ class Gateway:
         headers: dict[str, Any],
         *,
         resume: Any = None,
+        profile: bool = True,
     ) -> dict[str, Any]:
         """The REST authentication, fed from the handshake; binds the socket to its user
-        and that user's rooms. Returns the user's Client object for the ack."""
+        and that user's rooms. Returns the user's Client object for the ack (nothing
+        with ``profile=False``)."""
         http = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         lowered = {str(k).lower(): v for k, v in headers.items()}
         # The handshake's own headers first; then those of the WebSocket upgrade, where
@@ -540,9 +544,11 @@ class Gateway:
         self._by_user.setdefault(key, set()).add(sock)
         for room in sock.rooms:
             self._by_room.setdefault((principal.app_id, room), set()).add(sock)
+        if not profile:  # CONNECT answers with the sid alone: no profile to read
+            return {}
         profiles = await self._svc.users.profiles(principal.app_id, [principal.user_id])
-        profile = profiles.get(principal.user_id) or {"_id": principal.user_id}
-        return {**user_embedded(profile), **profile}
+        found = profiles.get(principal.user_id) or {"_id": principal.user_id}
+        return {**user_embedded(found), **found}
 
     async def _rooms_of(self, app_id: str, user_id: str) -> set[str]:
         async with self._svc.db.read() as s:
