@@ -15,7 +15,8 @@ throughput whose p99 stays within the target; then the two servers are measured 
 concurrency, alternating, for several rounds, and the medians printed. Persisted means
 counted in the database: rows before and after each run, set against the acks (every
 acknowledged message must be stored, nothing more). At the end every room's sequence
-numbers must be gap-free.
+numbers must be gap-free; on SQLite, which indexes message text after the send, the
+search backlog must drain after each run and leave every message with text indexed.
 
 The load comes from an asyncio keep-alive loader in this process (one connection per
 sender, each with its own room and token, which wrk cannot do without a script); it is
@@ -189,6 +190,37 @@ def message_count(url: str) -> int:
     return int(db_query(url, "SELECT count(*) FROM messages")[0][0])
 
 
+def drain_search_backlog(url: str, timeout: float = 30) -> tuple[int, float] | None:
+    """SQLite indexes message text after the send (migration 0008): how many messages
+    wait for the index when the load stops, and how long the idle server takes to index
+    them (seconds). None on PostgreSQL, whose index is kept inside each send's
+    transaction."""
+    backlog = "SELECT 1 FROM sqlite_master WHERE name = 'message_search_backlog'"
+    if not url.startswith("sqlite") or not db_query(url, backlog):
+        return None  # PostgreSQL, or a server from before the backlog
+    count = "SELECT count(*) FROM message_search_backlog"
+    started = time.monotonic()
+    waiting = int(db_query(url, count)[0][0])
+    while int(db_query(url, count)[0][0]):
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"the search backlog did not drain within {timeout:g} s")
+        time.sleep(0.002)
+    return waiting, time.monotonic() - started
+
+
+def check_search_index(url: str) -> None:
+    """Every message with text is in the full-text index (SQLite, after the drain)."""
+    if not url.startswith("sqlite"):
+        return
+    missing = db_query(
+        url,
+        "SELECT count(*) FROM messages m WHERE m.search_text IS NOT NULL AND NOT EXISTS"
+        " (SELECT 1 FROM message_search_keys k WHERE k.app_id = m.app_id AND k.message_id = m.id)",
+    )[0][0]
+    if missing:
+        raise SystemExit(f"{missing} messages with text are not in the search index")
+
+
 def check_sequences(url: str) -> None:
     """Every room's messages are numbered 1..n without gaps, n being the room's count."""
     bad = db_query(
@@ -283,6 +315,7 @@ class Server:
         if not result["acks"]:
             raise SystemExit("no send was acknowledged; server:\n" + "".join(self.log[-40:]))
         result["stored"] = persisted
+        result["backlog"] = drain_search_backlog(self.db_url)
         return result
 
     def stop(self) -> None:
@@ -375,6 +408,7 @@ def main() -> None:
                     results[name].append(servers[name].run(chosen, args.seconds))
             for server in servers.values():
                 check_sequences(server.db_url)
+                check_search_index(server.db_url)
         finally:
             for server in servers.values():
                 server.stop()
@@ -424,6 +458,14 @@ def main() -> None:
         f"\nevery ack stored, nothing more ({total:,} messages in the timed rounds); "
         "every room's sequence gap-free"
     )
+    for name, runs in results.items():
+        backlogs = [r["backlog"] for r in runs if r["backlog"] is not None]
+        if backlogs:
+            print(
+                f"search index, {name}: at most {max(b[0] for b in backlogs)} messages"
+                f" waited when a run stopped, indexed within"
+                f" {max(b[1] for b in backlogs) * 1000:.0f} ms; every message with text indexed"
+            )
     g, o = (medians[n] for n in names)
     print(
         f"group commit: {g['rps']:,.0f} msg/s (target ≥ {RATE_TARGET:,.0f}), "

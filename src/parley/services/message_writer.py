@@ -10,19 +10,39 @@ message (the baseline ``bench/ingest.py`` compares against).
 Per-room order: sequence numbers come from the room row, locked for the transaction
 (``FOR UPDATE`` on PostgreSQL, where several nodes write; SQLite has a single writer).
 Rooms are locked in id order so that two nodes' batches cannot deadlock.
+
+On SQLite the writer also fills the full-text index, off the send path: a send's
+transaction only notes the message in the search backlog (migration 0008), and the writer
+indexes the backlog many messages at a time — when no send has come for a moment, when
+enough messages wait, or when the oldest has waited long enough. A search indexes what
+still waits before it reads (``SearchBacklog.catch_up``), so it misses no acked message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Insert,
+    Table,
+    TextClause,
+    Update,
+    bindparam,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from parley.services.clock import now_ms
 from parley.services.errors import (
@@ -36,10 +56,22 @@ from parley.services.events import CHAT_MESSAGE, Event, EventBus
 from parley.services.ids import object_id
 from parley.services.messages import MessageInput, message_public, search_text
 from parley.services.users import UserService, user_embedded
-from parley.storage.db import Database
+from parley.storage.db import Database, SearchBacklog, json_text
 from parley.storage.tables import GroupMemberRow, MentionRow, MessageRow, RoomMemberRow, RoomRow
 
 log = logging.getLogger("parley.messages")
+
+# When the writer indexes the search backlog (SQLite): after this long without a send...
+INDEX_IDLE_SECONDS = 0.02
+# ...or at once when this many messages wait: a pass of 200 costs a third a message of
+# what indexing each send's batch did (FTS5 writes a segment a transaction; measured,
+# larger passes save little more), and takes a few milliseconds, a short pause between
+# two batches of sends...
+INDEX_BATCH = 200
+# ...or when the oldest waiting message has waited this long under a steady trickle.
+INDEX_MAX_DELAY_SECONDS = 1.0
+# The most messages one pass takes (a long backlog is indexed over several).
+INDEX_PASS_LIMIT = 1000
 
 _members = cast(Table, RoomMemberRow.__table__)
 _rooms = cast(Table, RoomRow.__table__)
@@ -70,6 +102,8 @@ UNBUMP_SENDER = (
     )
     .values(badge=_members.c.badge - bindparam("k_count"))
 )
+INSERT_MESSAGE = insert(_messages)
+MESSAGE_JSON_COLUMNS = frozenset(c.name for c in _messages.columns if isinstance(c.type, JSON))
 MARK_MENTIONED = (
     update(_members)
     .where(
@@ -114,6 +148,11 @@ class MessageWriter:
         self._queue: list[Send] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._backlog: SearchBacklog | None = db.search_backlog
+        # Messages this writer stored that may still wait for the index, and since when.
+        # Unknown at start (a restart may have left some): one pass finds out.
+        self._unindexed = 1 if self._backlog is not None else 0
+        self._unindexed_since = time.monotonic()
 
     async def send(self, send: Send) -> dict[str, Any]:
         """Store ``send`` and return the stored message (the stored one again when its
@@ -137,12 +176,55 @@ class MessageWriter:
 
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            await self._wait_for_sends()
             while self._queue:
                 batch = self._queue[: self._max_batch]
                 del self._queue[: len(batch)]
                 await self._commit(batch)
+                if self._index_due():
+                    await self._index_backlog()
+
+    async def _wait_for_sends(self) -> None:
+        """Until a send is queued; the search backlog is indexed meanwhile when the wait
+        lasts (the writer is idle)."""
+        while not self._queue:
+            self._wakeup.clear()
+            if not self._unindexed:
+                await self._wakeup.wait()
+                continue
+            try:
+                async with asyncio.timeout(INDEX_IDLE_SECONDS):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                await self._index_backlog()
+
+    def _index_due(self) -> bool:
+        return self._unindexed >= INDEX_BATCH or (
+            self._unindexed > 0
+            and time.monotonic() - self._unindexed_since >= INDEX_MAX_DELAY_SECONDS
+        )
+
+    async def _index_backlog(self) -> None:
+        assert self._backlog is not None
+        try:
+            done = await self._backlog.index(INDEX_PASS_LIMIT)
+        except Exception:
+            # The messages stay in the backlog: the next send's pass retries, and a
+            # search indexes them before it reads.
+            log.exception("indexing messages for search failed")
+            self._unindexed = 0
+            return
+        more = done.last is not None and done.newest is not None and done.last < done.newest
+        self._unindexed = max(1, self._unindexed - done.taken) if more else 0
+        self._unindexed_since = time.monotonic()
+
+    def _note_unindexed(self, stored: list[_Stored]) -> None:
+        if self._backlog is None:
+            return
+        added = sum(1 for x in stored if x.new and x.row.search_text is not None)
+        if added and not self._unindexed:
+            self._unindexed_since = time.monotonic()
+        self._unindexed += added
 
     async def _commit(self, batch: list[Send]) -> None:
         try:
@@ -166,6 +248,7 @@ class MessageWriter:
                 log.exception("storing a batch of %d messages failed", len(batch))
             _fail(batch, exc)
             return
+        self._note_unindexed(stored)
         for send, error in errors:
             if not send.future.done():
                 send.future.set_exception(error)
@@ -268,17 +351,7 @@ def _store_app(
             .with_for_update()
         )
     }
-    senders = sorted({x.sender for x in sends})
-    memberships = {
-        (r.room_id, r.user_id)
-        for r in conn.execute(
-            select(_members.c.room_id, _members.c.user_id).where(
-                _members.c.app_id == app_id,
-                _members.c.room_id.in_(room_ids),
-                _members.c.user_id.in_(senders),
-            )
-        )
-    }
+    memberships = _memberships(conn, app_id, {(x.room_id, x.sender) for x in sends})
     known = _known_client_ids(conn, app_id, sends)
 
     new_rows: list[dict[str, Any]] = []
@@ -356,10 +429,11 @@ def _store_app(
 
     if not new_rows:
         return
-    conn.execute(insert(_messages), new_rows)
+    _execute_rows(conn, INSERT_MESSAGE, new_rows, json_columns=MESSAGE_JSON_COLUMNS)
     if mention_rows:
         conn.execute(insert(_mentions), mention_rows)
-    conn.execute(
+    _execute_rows(
+        conn,
         UPDATE_ROOM,
         [
             {
@@ -374,11 +448,13 @@ def _store_app(
             if r.id in bumps
         ],
     )
-    conn.execute(
+    _execute_rows(
+        conn,
         BUMP_ROOM_MEMBERS,
         [{"k_app": app_id, "k_room": r, "k_now": now, "k_count": n} for r, n in bumps.items()],
     )
-    conn.execute(
+    _execute_rows(
+        conn,
         UNBUMP_SENDER,
         [{"k_app": app_id, "k_room": r, "k_user": u, "k_count": n} for (r, u), n in own.items()],
     )
@@ -396,6 +472,74 @@ class _RoomState:
     message_count: int
     status: int
     last_message_id: str | None = None
+
+
+def _memberships(
+    conn: Connection, app_id: str, pairs: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (room, sender) pairs are direct memberships: one primary-key lookup a pair.
+    (``room IN (...) AND user IN (...)`` probes every room with every sender: a full
+    batch has a few hundred of each.)"""
+    ordered = sorted(pairs)
+    params: dict[str, Any] = {"app": app_id}
+    for i, (room_id, user_id) in enumerate(ordered):
+        params[f"r{i}"] = room_id
+        params[f"u{i}"] = user_id
+    found = conn.execute(_membership_query(len(ordered)), params)
+    return {(r.room_id, r.user_id) for r in found}
+
+
+@functools.lru_cache(maxsize=1024)
+def _membership_query(pairs: int) -> TextClause:
+    # SQL text of its own per batch size: compiled once each (a VALUES construct with
+    # data would be compiled anew for every batch).
+    rows = ", ".join(f"(:r{i}, :u{i})" for i in range(pairs))  # placeholders only
+    return text(
+        f"WITH wanted (room_id, user_id) AS (VALUES {rows})"  # noqa: S608
+        " SELECT m.room_id, m.user_id FROM wanted JOIN room_members m"
+        " ON m.app_id = :app AND m.room_id = wanted.room_id AND m.user_id = wanted.user_id"
+    )
+
+
+@dataclass(frozen=True)
+class _DriverStatement:
+    sql: str
+    names: tuple[str, ...]  # the parameter of each positional placeholder, in order
+
+
+_driver_statements: dict[Insert | Update, _DriverStatement] = {}
+
+
+def _execute_rows(
+    conn: Connection,
+    statement: Insert | Update,
+    rows: list[dict[str, Any]],
+    json_columns: frozenset[str] = frozenset(),
+) -> None:
+    """``conn.execute(statement, rows)``, one statement for many rows. On SQLite the rows
+    go to the driver as plain tuples, with the statement compiled once: SQLAlchemy's
+    per-row parameter handling would cost the writer thread more than SQLite's own work
+    (and hold the GIL the requests need). Values pass as they are, but for
+    ``json_columns``, encoded as the JSON type would; errors are SQLAlchemy's either way."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(statement, rows)
+        return
+    prepared = _driver_statements.get(statement)
+    if prepared is None:
+        compiled = statement.compile(dialect=conn.dialect)
+        prepared = _DriverStatement(str(compiled), tuple(compiled.positiontup or ()))
+        _driver_statements[statement] = prepared
+    encode = [json_text if n in json_columns else None for n in prepared.names]
+    conn.exec_driver_sql(
+        prepared.sql,
+        [
+            tuple(
+                row[n] if f is None else f(row[n])
+                for n, f in zip(prepared.names, encode, strict=True)
+            )
+            for row in rows
+        ],
+    )
 
 
 def _known_client_ids(

@@ -264,6 +264,7 @@ async def append_message(
 
 def message_public(row: MessageRow, sender: dict[str, Any] | None) -> dict[str, Any]:
     """The contract's Message object; ``sender`` is the embedded Client (or None)."""
+    created = iso(row.created_at)
     public = {
         **row.body,
         "_id": row.id,
@@ -273,11 +274,11 @@ def message_public(row: MessageRow, sender: dict[str, Any] | None) -> dict[str, 
         "room": row.room_id,
         "sender": sender,
         "messageType": row.message_type,
-        "messageTime": iso(row.created_at),
+        "messageTime": created,
         "messageTimeMS": row.created_at,
-        "createdAt": iso(row.created_at),
+        "createdAt": created,
         "createdAtMS": row.created_at,
-        "updatedAt": iso(row.updated_at),
+        "updatedAt": created if row.updated_at == row.created_at else iso(row.updated_at),
         "updatedAtMS": row.updated_at,
         "seq": row.seq,
     }

@@ -2,10 +2,12 @@
 
 Message text goes through the database's own full-text index, built by migration 0005:
 SQLite FTS5 (``message_search``) or a PostgreSQL GIN index on ``to_tsvector('simple',
-search_text)``. A keyword is split into words, and each word matches as a prefix of a
-word of the text (``"hel wor"`` finds "Hello, world"); all words must match. Both engines
-split text at spaces and punctuation, so a run of CJK characters counts as one word and
-is found by its beginning only.
+search_text)``. On SQLite new messages reach the index after their send (migration
+0008): a message search first indexes whatever still waits, so it finds every message
+acknowledged before the search began. A keyword is split into words, and each word
+matches as a prefix of a word of the text (``"hel wor"`` finds "Hello, world"); all
+words must match. Both engines split text at spaces and punctuation, so a run of CJK
+characters counts as one word and is found by its beginning only.
 
 Room searches (name, members, tags, the caller's own preference tags and folders) look
 only at the caller's rooms, through the membership index. Every result is limited to
@@ -77,6 +79,10 @@ class SearchService:
         limit = limit or DEFAULT_LIMIT
         only_room = check_room_id(body["room"]) if body.get("room") else None
 
+        backlog = self._db.search_backlog
+        if backlog is not None and ("messages" in types or "files" in types):
+            # Before the read below begins: its snapshot must hold what this indexes.
+            await backlog.catch_up()
         result: dict[str, Any] = {}
         async with self._db.read() as s:
             scope = await self._scope(s, caller, only_room, room_tags)

@@ -4,21 +4,27 @@
 writes go through a single connection that starts with ``BEGIN IMMEDIATE``: writers queue
 in the pool instead of failing with "database is locked", and readers (WAL mode) never
 wait for them. On PostgreSQL both use one pool.
+
+On SQLite, new messages reach the full-text index after the transaction that stores them
+(:class:`SearchBacklog`, migration 0008).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import re2
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -30,6 +36,7 @@ from sqlalchemy.ext.asyncio import (
 
 from parley.services.errors import Conflict, InvalidRequest, ServiceUnavailable
 
+log = logging.getLogger("parley.storage")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REGEX_CACHE: dict[str, Any] = {}
 # Longest a PostgreSQL statement may run: a slow query (say, a costly regular expression
@@ -53,7 +60,7 @@ def _sqlite_regexp(pattern: str, value: Any) -> bool:
 T = TypeVar("T")
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
     except (TypeError, orjson.JSONEncodeError):
@@ -72,7 +79,13 @@ def _json_value(text: Any) -> Any:
     return text
 
 
-JSON_CODEC: dict[str, Any] = {"json_serializer": _json_text, "json_deserializer": _json_value}
+JSON_CODEC: dict[str, Any] = {"json_serializer": json_text, "json_deserializer": _json_value}
+
+
+def _checkpoint_late(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_WAL_AUTOCHECKPOINT_PAGES:d}")
 
 
 def _configure_sqlite(engine: AsyncEngine | Engine, *, writer: bool) -> None:
@@ -93,6 +106,60 @@ def _configure_sqlite(engine: AsyncEngine | Engine, *, writer: bool) -> None:
     @event.listens_for(target, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+# SQLite's WAL is copied back into the database file by checkpoints. By default the
+# connection whose commit takes the WAL past 1000 pages runs one inline: for the writer
+# thread, a pause of the send path (page copies and two fsyncs) every few dozen batches,
+# which every sender waiting on the next batch shared. Instead a thread of its own runs
+# a passive checkpoint at most every CHECKPOINT_SECONDS after writer commits (passive:
+# it neither waits for nor blocks the writer). The writer keeps an inline checkpoint as a
+# bound on the WAL's size, far later, and then finds most pages already copied.
+# Durability does not change: a commit is in the WAL when it returns, checkpoint or not.
+CHECKPOINT_SECONDS = 0.1
+WRITER_WAL_AUTOCHECKPOINT_PAGES = 4000
+
+
+class _Checkpointer:
+    """Passive WAL checkpoints of one SQLite file, on a thread and connection of their
+    own (see CHECKPOINT_SECONDS)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-checkpoint")
+        self._conn: sqlite3.Connection | None = None
+        self._busy = False
+        self._last = 0.0
+
+    def after_commit(self) -> None:
+        """Called by the writer after each commit: queue a checkpoint unless one is
+        running or ran less than CHECKPOINT_SECONDS ago."""
+        now = time.monotonic()
+        if self._busy or now - self._last < CHECKPOINT_SECONDS:
+            return
+        self._busy = True
+        self._last = now
+        self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._conn is None:
+                self._conn = sqlite3.connect(
+                    self._path, isolation_level=None, check_same_thread=False
+                )
+                self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            # The writer's own checkpoint (WRITER_WAL_AUTOCHECKPOINT_PAGES) still bounds
+            # the WAL; the next commit tries again here.
+            log.exception("a WAL checkpoint failed")
+        finally:
+            self._busy = False
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
 
 
 class Database:
@@ -127,6 +194,10 @@ class Database:
                 **JSON_CODEC,
             )
             _configure_sqlite(self._sync_writer, writer=True)
+            self._checkpointer: _Checkpointer | None = None
+            if path and path != ":memory:":
+                self._checkpointer = _Checkpointer(path)
+                _checkpoint_late(self._sync_writer)
             self._sync_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="parley-sqlite-writer"
             )
@@ -142,6 +213,8 @@ class Database:
             )
             self._sync_writer = None
             self._sync_thread = None
+            self._checkpointer = None
+        self.search_backlog = SearchBacklog(self) if self.is_sqlite else None
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
 
@@ -167,10 +240,14 @@ class Database:
         async with _unavailable_on_outage():
             if self._sync_writer is not None and self._sync_thread is not None:
                 engine = self._sync_writer
+                checkpointer = self._checkpointer
 
                 def in_thread() -> T:
                     with engine.begin() as conn:
-                        return work(conn)
+                        result = work(conn)
+                    if checkpointer is not None:
+                        checkpointer.after_commit()
+                    return result
 
                 loop = asyncio.get_running_loop()
                 return await loop.run_in_executor(self._sync_thread, in_thread)
@@ -181,9 +258,90 @@ class Database:
         if self._sync_writer is not None and self._sync_thread is not None:
             self._sync_thread.shutdown(wait=True)
             self._sync_writer.dispose()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+
+
+class IndexPass(NamedTuple):
+    taken: int  # backlog rows consumed (indexed, or skipped: since edited, recalled, gone)
+    last: int | None  # the last backlog key consumed; None when nothing was waiting
+    newest: int | None  # the newest backlog key when the pass began
+
+
+# One pass of the backlog, oldest first, in the writer's transaction. A message edited
+# while it waited was indexed by the edit (0005's update trigger): its key is taken and
+# INSERT OR IGNORE skips it. Recalled (no text) and deleted messages drop out in the join.
+_BACKLOG_BOUNDS = (
+    "SELECT max(key), (SELECT max(key) FROM message_search_backlog) FROM"
+    " (SELECT key FROM message_search_backlog WHERE key <= ? ORDER BY key LIMIT ?)"
+)
+_NEWEST_SEARCH_KEY = "SELECT coalesce(max(key), 0) FROM message_search_keys"
+_ADD_SEARCH_KEYS = (
+    "INSERT OR IGNORE INTO message_search_keys (app_id, message_id)"
+    " SELECT b.app_id, b.message_id FROM message_search_backlog b"
+    " JOIN messages m ON m.app_id = b.app_id AND m.id = b.message_id"
+    " WHERE b.key <= ? AND m.search_text IS NOT NULL ORDER BY b.key"
+)
+_INDEX_NEW_KEYS = (
+    "INSERT INTO message_search (rowid, text)"
+    " SELECT k.key, m.search_text FROM message_search_keys k"
+    " JOIN messages m ON m.app_id = k.app_id AND m.id = k.message_id WHERE k.key > ?"
+)
+_DROP_FROM_BACKLOG = "DELETE FROM message_search_backlog WHERE key <= ?"
+_ANY_WAITING = text("SELECT 1 FROM message_search_backlog LIMIT 1")
+_NO_LIMIT = 2**62
+
+
+def index_backlog(conn: Connection, limit: int, upto: int | None = None) -> IndexPass:
+    """Move up to ``limit`` waiting messages (keys up to ``upto``) into the index."""
+    last, newest = conn.exec_driver_sql(_BACKLOG_BOUNDS, (upto or _NO_LIMIT, limit)).one()
+    if last is None:
+        return IndexPass(0, None, newest)
+    # Keys are integer row ids: the ones added here are exactly those past the newest.
+    before = conn.exec_driver_sql(_NEWEST_SEARCH_KEY).scalar_one()
+    conn.exec_driver_sql(_ADD_SEARCH_KEYS, (last,))
+    conn.exec_driver_sql(_INDEX_NEW_KEYS, (before,))
+    taken = conn.exec_driver_sql(_DROP_FROM_BACKLOG, (last,)).rowcount
+    return IndexPass(taken, last, newest)
+
+
+class SearchBacklog:
+    """SQLite's full-text index, filled after the fact: a new message waits in
+    ``message_search_backlog`` until a pass moves it into the FTS5 index, many messages a
+    transaction (FTS5 writes a segment a transaction: the fewer, the cheaper). Passes
+    run on the writer thread like every write. The message writer runs them when it has
+    time; a search runs :meth:`catch_up` first, so that it finds every message
+    acknowledged before it began."""
+
+    # A catch-up indexes in transactions of at most this many messages, so that a long
+    # backlog (after a restart, say) does not hold the write lock for long at a time.
+    CATCH_UP_CHUNK = 5000
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def index(self, limit: int, upto: int | None = None) -> IndexPass:
+        """One pass: up to ``limit`` waiting messages, oldest first, in one transaction."""
+        return await self._db.run_in_transaction(lambda conn: index_backlog(conn, limit, upto))
+
+    async def waiting(self) -> bool:
+        """Whether any message waits (a read: no trip through the writer)."""
+        async with self._db.read() as s:
+            return (await s.execute(_ANY_WAITING)).first() is not None
+
+    async def catch_up(self) -> None:
+        """Index every message waiting now; messages stored meanwhile may wait on."""
+        if not await self.waiting():
+            return
+        upto: int | None = None
+        while True:
+            done = await self.index(self.CATCH_UP_CHUNK, upto)
+            upto = upto or done.newest
+            if done.last is None or upto is None or done.last >= upto:
+                return
 
 
 @asynccontextmanager
