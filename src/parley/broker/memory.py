@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from parley.background import cancel_and_wait
 from parley.broker._handlers import HandlerTable
 from parley.broker.base import Handler, Unsubscribe
 
@@ -23,10 +24,8 @@ class MemoryBroker:
         self._task = asyncio.create_task(self._pump())
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def publish(self, channel: str, data: bytes) -> bool:
         if self._queue is None:

@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from parley.background import cancel_and_wait
 from parley.broker._handlers import HandlerTable
 from parley.broker.base import Handler, Unsubscribe
 
@@ -49,9 +50,7 @@ class RedisBroker:
             )
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
         await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from parley.background import cancel_and_wait
 from parley.services.auth import Principal
 from parley.services.clock import now_ms
 from parley.services.errors import InvalidRequest, NotFound, ParleyError, TooLarge
@@ -150,10 +151,7 @@ class BatchService:
         self._kick()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from parley.background import cancel_and_wait
 from parley.broker import Broker, create_broker
 from parley.config import Settings
 from parley.services.apps import AppService
@@ -162,11 +163,7 @@ class Services:
         await self.presence.start()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         await self.batches.close()
         await self.presence.close()

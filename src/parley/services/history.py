@@ -260,23 +260,17 @@ class HistoryService:
         """Messages of a room after sequence ``seq``, oldest first: what a reconnecting
         client missed (a message hidden from the room as its stub, as events carry it).
         The caller (the real-time gateway) has checked membership."""
-        async with self._db.read() as s:
-            rows = list(
-                (
-                    await s.execute(
-                        select(MessageRow)
-                        .where(
-                            MessageRow.app_id == app_id,
-                            MessageRow.room_id == room_id,
-                            MessageRow.seq > seq,
-                        )
-                        .order_by(MessageRow.seq)
-                        .limit(limit)
-                    )
-                ).scalars()
+        return await self._as_events(
+            app_id,
+            select(MessageRow)
+            .where(
+                MessageRow.app_id == app_id,
+                MessageRow.room_id == room_id,
+                MessageRow.seq > seq,
             )
-            profiles = await self._users.profiles(app_id, _senders(rows), s)
-        return [hidden_stub(_public(r, profiles)) for r in rows]
+            .order_by(MessageRow.seq)
+            .limit(limit),
+        )
 
     async def changed_since(
         self, app_id: str, room_ids: list[str], since_ms: int, limit: int
@@ -284,21 +278,22 @@ class HistoryService:
         """Messages of these rooms stored or changed at ``since_ms`` or later, in the order
         they changed (a hidden one as its stub): what a node's sockets may have missed
         while the node was cut off from the broker."""
-        async with self._db.read() as s:
-            rows = list(
-                (
-                    await s.execute(
-                        select(MessageRow)
-                        .where(
-                            MessageRow.app_id == app_id,
-                            MessageRow.room_id.in_(room_ids),
-                            MessageRow.updated_at >= since_ms,
-                        )
-                        .order_by(MessageRow.updated_at, MessageRow.seq)
-                        .limit(limit)
-                    )
-                ).scalars()
+        return await self._as_events(
+            app_id,
+            select(MessageRow)
+            .where(
+                MessageRow.app_id == app_id,
+                MessageRow.room_id.in_(room_ids),
+                MessageRow.updated_at >= since_ms,
             )
+            .order_by(MessageRow.updated_at, MessageRow.seq)
+            .limit(limit),
+        )
+
+    async def _as_events(self, app_id: str, query: Select[Any]) -> list[dict[str, Any]]:
+        """The messages ``query`` selects, shaped as the gateway's events carry them."""
+        async with self._db.read() as s:
+            rows = list((await s.execute(query)).scalars())
             profiles = await self._users.profiles(app_id, _senders(rows), s)
         return [hidden_stub(_public(r, profiles)) for r in rows]
 

@@ -21,7 +21,6 @@ still waits before it reads (``SearchBacklog.catch_up``), so it misses no acked 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -44,6 +43,7 @@ from sqlalchemy import (
     update,
 )
 
+from parley.background import cancel_and_wait
 from parley.services.clock import now_ms
 from parley.services.errors import (
     Conflict,
@@ -165,10 +165,7 @@ class MessageWriter:
         return await send.future
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for send in self._queue:
             if not send.future.done():
                 send.future.set_exception(ParleyError("The server is shutting down"))

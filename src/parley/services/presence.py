@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 
+from parley.background import cancel_and_wait
 from parley.services.clock import iso, now_ms
 from parley.storage.db import Database
 from parley.storage.tables import UserRow
@@ -191,11 +192,7 @@ class Presence:
             self._tasks.append(asyncio.create_task(self._sync_forever()))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         for key in list(self._users):  # what is open now closes with this node
             self._last_active[key] = now_ms()
