@@ -53,6 +53,8 @@ ONCE = (
     "tests/browser/",
     "tests/gateway/test_hostile_clients.py",
     "tests/gateway/test_node_client.py",
+    "tests/fuzz/test_schemathesis.py",
+    "tests/compat/",
 )
 
 

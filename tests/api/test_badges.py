@@ -109,6 +109,25 @@ def test_badges_by_room_tags(people: dict[str, httpx.Client], tagged: dict[str, 
     assert_error(bob.post("/badges/byRoomTags", json=["work"]), 400, "INVALID_BODY")
 
 
+def test_badges_by_room_tags_with_the_api_key_alone_counts_every_member(
+    admin: httpx.Client, people: dict[str, httpx.Client], tagged: dict[str, str]
+) -> None:
+    # The public Postman collection calls this with the API Key and no IM-CLIENT-ID.
+    send(people["bob"], tagged["urgent"], "one for alice")  # alice: 1 unread, bob's stay
+    assert by_tags(admin, tags=["work", "urgent"]) == {
+        "totalBadge": 1 + 2 + (4 + 1),
+        "data": {"work": 1 + 2, "urgent": 2 + (4 + 1)},
+    }
+    assert by_tags(admin, tags=["nope"]) == {"totalBadge": 0, "data": {"nope": 0}}
+    assert by_tags(admin) == {"totalBadge": 1 + 2 + 5 + 8, "data": {}}
+    # Naming a user still gives that user's counts.
+    named = admin.post(
+        "/badges/byRoomTags", json={"tags": ["urgent"]}, headers={"IM-CLIENT-ID": "bob"}
+    )
+    assert ok(named) == {"totalBadge": 6, "data": {"urgent": 6}}
+    assert_error(admin.post("/badges/byRoomTags", json={"tags": 5}), 400, "INVALID_TAGS")
+
+
 def _last(client: httpx.Client, room_id: str) -> str:
     return str(ok(client.get(f"/rooms/{room_id}"))["lastMessage"]["_id"])
 

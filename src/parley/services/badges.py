@@ -49,11 +49,13 @@ class BadgeService:
 
     async def by_room_tags(self, caller: Principal, body: Any) -> dict[str, Any]:
         """``POST /badges/byRoomTags``: unread per tag; ``totalBadge`` over the rooms
-        having any of the tags (every room when no tags are given)."""
+        having any of the tags (every room when no tags are given). The API Key naming no
+        user (as the public Postman collection calls it) counts every member's unread."""
         tags = _tags(_body(body).get("tags"))
-        user_id = acting_user(caller)
         async with self._db.read() as s:
-            per_room = await self._unread_rooms(s, caller.app_id, user_id, None)
+            if caller.is_admin and caller.user_id is None:
+                return await _by_tag_of_everyone(s, caller.app_id, tags)
+            per_room = await self._unread_rooms(s, caller.app_id, acting_user(caller), None)
             return await _by_tag(s, caller.app_id, tags, per_room)
 
     async def by_room_tags_and_time(self, caller: Principal, body: Any) -> dict[str, Any]:
@@ -155,6 +157,31 @@ async def _by_tag(
         data[tag] += per_room[room_id]
         counted.add(room_id)
     return {"totalBadge": sum(per_room[r] for r in counted), "data": data}
+
+
+async def _by_tag_of_everyone(s: AsyncSession, app_id: str, tags: list[str]) -> dict[str, Any]:
+    """``_by_tag`` over every membership of the app, summed in the database (an app may
+    have more rooms with unread messages than a query may list)."""
+    badges = select(func.coalesce(func.sum(RoomMemberRow.badge), 0)).where(
+        RoomMemberRow.app_id == app_id
+    )
+    if not tags:
+        return {"totalBadge": int((await s.execute(badges)).scalar_one()), "data": {}}
+    tagged = select(RoomTagRow.room_id).where(RoomTagRow.app_id == app_id, RoomTagRow.tag.in_(tags))
+    total = (await s.execute(badges.where(RoomMemberRow.room_id.in_(tagged)))).scalar_one()
+    per_tag = await s.execute(
+        select(RoomTagRow.tag, func.sum(RoomMemberRow.badge))
+        .join(
+            RoomMemberRow,
+            (RoomMemberRow.app_id == RoomTagRow.app_id)
+            & (RoomMemberRow.room_id == RoomTagRow.room_id),
+        )
+        .where(RoomTagRow.app_id == app_id, RoomTagRow.tag.in_(tags))
+        .group_by(RoomTagRow.tag)
+    )
+    data = dict.fromkeys(tags, 0)
+    data.update({tag: int(n or 0) for tag, n in per_tag})
+    return {"totalBadge": int(total), "data": data}
 
 
 def _body(body: Any) -> dict[str, Any]:
