@@ -491,11 +491,15 @@ class RoomService:
         user_id = acting_user(caller)
         if message is not None and (not isinstance(message, str) or len(message) > 1000):
             raise InvalidRequest("message must be a short string")
+        result = {"message": message, "room": room_id, "sender": user_id}
+        if self._typing_recently_relayed(caller.app_id, user_id, room_id):
+            # Relayed under a second ago, after a membership check: nothing to read or send.
+            return result
         async with self._db.read() as s:
             room = await self._room(s, caller.app_id, room_id)
             if await self._member(s, room, user_id) is None:
                 raise InsufficientPermissions("Not a member of this room", code="NOT_ROOM_MEMBER")
-        result = {"message": message, "room": room.id, "sender": user_id}
+        result["room"] = room.id
         if self._typing_throttled(caller.app_id, user_id, room.id):
             return result
         profile = await self._users.profile(caller.app_id, user_id)
@@ -508,6 +512,10 @@ class RoomService:
             data["message"] = message
         await self._events.publish([Event(caller.app_id, TYPING, data, rooms=[room.id])])
         return result
+
+    def _typing_recently_relayed(self, app_id: str, user_id: str, room_id: str) -> bool:
+        relayed = self._typing_relayed.get((app_id, user_id, room_id))
+        return relayed is not None and now_ms() - relayed < TYPING_INTERVAL_MS
 
     def _typing_throttled(self, app_id: str, user_id: str, room_id: str) -> bool:
         """True when this user's typing in this room was relayed less than
