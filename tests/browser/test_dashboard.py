@@ -22,6 +22,7 @@ from websockets.sync.client import connect as ws_connect
 from parley.services.clock import now_ms
 from parley.storage.tables import KeyUsageRow, MessageRow
 from tests.browser.conftest import shoot
+from tests.browser.test_web_sdk import HostSite
 from tests.conftest import Server, assert_error, issue_token, ok
 from tests.dashboard.helpers import PASSWORD, create_app, dashboard_server, new_email, sign_up
 
@@ -169,6 +170,58 @@ def test_another_account_cannot_reach_the_app(browser: Any, context: Any, dash: 
 
     owner.reload()
     assert section(owner, "Client Key").get_by_label("Client Key").input_value() == key_before
+
+
+def test_csrf_session_fixation_and_logout_in_the_browser(
+    context: Any, page: Any, dash: Server
+) -> None:
+    """A session id planted before sign-in is never promoted; a page of another site
+    that posts a dashboard form (the browser sends the cookie along) is refused; after
+    logging out, the old cookie signs no one in."""
+    planted = "planted-" + secrets.token_urlsafe(24)
+    context.add_cookies(
+        [{"name": "parley_session", "value": planted, "domain": "127.0.0.1", "path": "/dashboard"}]
+    )
+    sign_up_in_browser(page, dash, new_email("fixation"))
+    session = session_of(context)
+    assert session and session != planted
+    for value, signed_in in ((planted, False), (session, True)):
+        with dash.client() as replay:
+            replay.cookies.set("parley_session", value, domain="127.0.0.1", path="/dashboard")
+            assert (replay.get("/dashboard/apps").status_code == 200) is signed_in
+
+    site = HostSite()
+    site.thread.start()
+    try:
+        forged = site.add(
+            f"""<!doctype html><title>Win a prize</title>
+            <form method="post" action="{dash.url}/dashboard/apps/new">
+              <input name="name" value="Forged"><input name="environment" value="production">
+              <input name="domain" value="">
+            </form><script>document.forms[0].submit()</script>"""
+        )
+        with page.expect_response(f"{dash.url}/dashboard/apps/new") as posted:
+            page.goto(forged)
+        assert posted.value.request.header_value("cookie")  # the session went along...
+        assert posted.value.status == 403  # ...and the form was refused all the same
+        expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    finally:
+        site.close()
+    page.goto(dash.url + "/dashboard/apps")
+    expect(page.get_by_role("heading", name="No applications yet")).to_be_visible()
+    expect(page.get_by_text("Forged")).to_have_count(0)
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/login\?done=logged-out$"))
+    assert session_of(context) is None
+    with dash.client() as replay:
+        replay.cookies.set("parley_session", session, domain="127.0.0.1", path="/dashboard")
+        assert replay.get("/dashboard/apps").status_code == 303  # to the sign-in page
+
+
+def session_of(context: Any) -> str | None:
+    values = [c["value"] for c in context.cookies() if c["name"] == "parley_session"]
+    return values[0] if values else None
 
 
 # -- every page, on a desktop and on a phone --------------------------------------------------

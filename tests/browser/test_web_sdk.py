@@ -252,6 +252,72 @@ def test_two_users_chat_live_with_typing_receipts_and_badges(
     assert alice.errors == [] and bob.errors == []
 
 
+def test_a_late_answer_to_an_older_read_mark_brings_no_badge_back(
+    context: Any, host_site: HostSite, shop: ChatApp
+) -> None:
+    """Two read marks in flight, answered out of order: the older answer (counting the
+    newer message as unread) must not put a badge on the room being read."""
+    bob_token = shop.user("bob", "Bob")
+    shop.user("alice", "Alice")
+    room_id = shop.room("alice", "bob")
+    shop.send_as("alice", room_id, "zero")
+    bob = open_sdk(context, host_site, shop, bob_token)
+    open_room(bob.page, "Alice")
+    room_item = bob.page.locator(".imk-room", has_text="Alice")
+    expect(room_item.locator(".imk-badge")).to_have_count(0)
+
+    held: list[Any] = []  # the first mark's route, then its answer, kept back
+    passed: list[str] = []
+
+    def answer_now(request: Any) -> httpx.Response:
+        """The server's answer to a request the page made (sent from here: the
+        browser's own fetch cannot resolve the app's *.localhost host)."""
+        url = httpx.URL(request.url)
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        local = url.copy_with(host="127.0.0.1")
+        return httpx.request(
+            request.method,
+            local,
+            headers={**headers, "host": url.netloc.decode()},
+            content=request.post_data_buffer,
+            timeout=10,
+        )
+
+    def marks(route: Any) -> None:
+        if route.request.method != "PUT":
+            route.continue_()
+        elif not held:
+            held.append(route)
+        else:
+            held.append(answer_now(held[0].request))  # the newer message is unread to it
+            route.continue_()
+            passed.append(route.request.url)
+
+    bob.page.route(re.compile(r"/rooms/[^/]+/lastRead$"), marks)
+    shop.send_as("alice", room_id, "first")
+    expect(bubble(bob.page, "first")).to_be_visible()
+    deadline = time.monotonic() + 5
+    while not held and time.monotonic() < deadline:
+        bob.page.wait_for_timeout(50)
+    assert held, "the first read mark was never sent"
+
+    shop.send_as("alice", room_id, "second")
+    expect(bubble(bob.page, "second")).to_be_visible()
+    while not passed and time.monotonic() < deadline + 5:
+        bob.page.wait_for_timeout(50)
+    assert passed, "the second read mark was never sent"
+    bob.page.wait_for_timeout(400)  # the newer answer is in
+    route, stale = held
+    assert stale.json()["result"]["badge"] == 1  # the old answer does count "second"
+    kept = {
+        k: v for k, v in stale.headers.items() if k not in ("content-encoding", "content-length")
+    }
+    route.fulfill(status=stale.status_code, headers=kept, body=stale.content)
+    bob.page.wait_for_timeout(400)
+    expect(room_item.locator(".imk-badge")).to_have_count(0)
+    assert bob.errors == []
+
+
 def test_group_rooms_name_senders_and_count_readers(
     context: Any, second_context: Any, host_site: HostSite, shop: ChatApp
 ) -> None:

@@ -1652,11 +1652,14 @@
           '/rooms/' + encodeURIComponent(room.id) + '/lastRead',
           { json: { message: newest._id } },
         );
+        // Marks can overlap and their answers come back in any order: the answer to an
+        // older mark counts unread messages that a newer mark has read since.
+        if (seqOf(newest) < room.markedSeq) return;
         room.unread = result && typeof result.badge === 'number' ? result.badge : 0;
         room.readBy.set(this.me._id, newest._id);
         this.renderRoomItem(room);
       } catch (e) {
-        room.markedSeq = 0;
+        if (seqOf(newest) >= room.markedSeq) room.markedSeq = 0; // to be marked again
         if (FATAL.has(e.code)) this.fail(e);
       }
     }
