@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from parley.services.clock import now_ms
+from parley.services.clock import now_ms, utc_day
 from parley.services.container import Services
 from parley.services.presence import KEY_PREFIX, Presence
 from tests.conftest import AppKeys, Server, ok
@@ -51,7 +51,6 @@ def test_a_node_counts_its_sockets(server: Server) -> None:
         assert await presence.online(app, ["alice", "bob"]) == {"bob"}
         assert await presence.connection_count(app) == 1
         assert await presence.connection_count(some_app()) == 0
-        assert presence.peak(app) == 3
 
     server.call(go)
 
@@ -96,6 +95,32 @@ def test_last_active_is_recorded_when_the_last_socket_closes(
             {"_id": "dora", "isSocketConnected": True},
             {"_id": "finn", "isSocketConnected": False},
         ]
+
+    server.call(go)
+
+
+def test_each_days_peak_is_kept_in_the_database(server: Server, app_keys: AppKeys) -> None:
+    async def go(services: Services) -> None:
+        presence, app = Presence(services.db), app_keys.id
+        today = utc_day(now_ms() // 1000)
+        for n in range(4):
+            presence.connected(app, f"peak-{n}")
+        for n in range(3):
+            presence.disconnected(app, f"peak-{n}")
+        # Three of the four left before the sample: the sample still saw four at once.
+        assert (await presence.daily_peaks(app, today))[today] == 4
+        presence.connected(app, "peak-0")  # two now: the day's peak stays four
+        assert (await presence.daily_peaks(app, today))[today] == 4
+        # A node started later (a restart) still reads the day's peak from the database.
+        assert (await Presence(services.db).daily_peaks(app, today))[today] == 4
+        for n in range(3):
+            presence.connected(app, f"more-{n}")  # five: a new peak
+        assert await presence.daily_peaks(app, today) == {today: 5}
+        assert await presence.daily_peaks(app, "9999-01-01") == {}
+        await presence.record_peaks()
+        # A sample for an app deleted meanwhile is dropped, not an error.
+        presence.connected("app-gone-" + secrets.token_hex(4), "x")
+        await presence.record_peaks()
 
     server.call(go)
 
@@ -147,6 +172,29 @@ def test_nodes_see_each_others_sockets(server: Server, redis_url: str) -> None:
 
         await eventually(alice_gone)
         assert await one.connection_count(app) == 2
+
+    two_nodes(server, redis_url, test)
+
+
+@pytest.mark.redis
+def test_a_days_peak_counts_the_sockets_of_every_node(
+    server: Server, redis_url: str, app_keys: AppKeys
+) -> None:
+    app = app_keys.id  # a real app: peaks are stored against it
+    today = utc_day(now_ms() // 1000)
+
+    async def test(one: Presence, two: Presence, _redis: Any) -> None:
+        before = (await one.daily_peaks(app, today)).get(today, 0)
+        for n in range(before + 2):
+            one.connected(app, f"node-one-{n}")
+        two.connected(app, "node-two")
+
+        async def seen_by_one() -> bool:
+            return await one.connection_count(app) == before + 3
+
+        await eventually(seen_by_one)
+        await one.record_peaks()  # two held on one, one open on the other node now
+        assert (await two.daily_peaks(app, today))[today] == before + 3
 
     two_nodes(server, redis_url, test)
 

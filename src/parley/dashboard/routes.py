@@ -630,6 +630,12 @@ def _usage_charts(usage: stats.AppUsage) -> dict[str, Any]:
             label="Active users per day",
             unit="active users",
         ),
+        "peaks": charts.bar_chart(
+            days,
+            [charts.Series("peak sockets", usage.peaks, "bar-soft")],
+            label="Peak connections per day",
+            unit="sockets",
+        ),
         "sockets": charts.meter(
             usage.live_sockets,
             max(usage.peak_sockets, usage.live_sockets),

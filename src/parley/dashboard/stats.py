@@ -2,8 +2,8 @@
 
 Requests and rejections come from the per-key usage rows (``key_usage``), flushed first
 so the page is current to the second; messages and active users (distinct senders) from
-the messages themselves; live sockets from presence (every node) and the peak from this
-node's own count since it started.
+the messages themselves; live sockets from presence (every node) and the daily peaks from
+presence's samples (``socket_peaks``, every node).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class AppUsage:
     active_total: int  # distinct senders over the window
     users_total: int
     live_sockets: int
-    peak_sockets: int
+    peak_sockets: int  # today, all nodes
+    peaks: list[int]  # most sockets at once per day
     keys: list[KeyUsage]
 
     @property
@@ -112,6 +113,10 @@ async def app_usage(svc: Services, app_id: str, days: int) -> AppUsage:
     rejections: Counter[str] = Counter()
     for key in keys:
         rejections += key.rejections
+    live = await svc.presence.connection_count(app_id)
+    by_day = await svc.presence.daily_peaks(app_id, names[0])
+    peaks = [by_day.get(day, 0) for day in names]
+    peaks[-1] = max(peaks[-1], live)  # the next sample has not seen the latest sockets yet
     return AppUsage(
         days=names,
         requests=[sum(k.requests[i] for k in keys) for i in range(days)],
@@ -121,8 +126,9 @@ async def app_usage(svc: Services, app_id: str, days: int) -> AppUsage:
         active_users=senders,
         active_total=int(active_total),
         users_total=int(users_total),
-        live_sockets=await svc.presence.connection_count(app_id),
-        peak_sockets=svc.presence.peak(app_id),
+        live_sockets=live,
+        peak_sockets=peaks[-1],
+        peaks=peaks,
         keys=keys,
     )
 

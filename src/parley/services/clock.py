@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime, timedelta
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@functools.lru_cache(maxsize=4)
+def utc_day(epoch_second: int) -> str:
+    """The UTC day of a moment, ``YYYY-MM-DD`` (cached: counters ask about the same
+    second many times)."""
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%d")
 
 
 _SECONDS: dict[int, str] = {}

@@ -13,6 +13,11 @@ count a socket twice.
 
 When a user's last socket on a node closes, the time is written to ``users.last_active_at``
 (batched: one statement per flush). ``lastActiveTime`` of a user with a socket open is now.
+
+Each app's busiest moment of the day goes to ``socket_peaks``: every ``HEARTBEAT`` seconds a
+node with sockets of the app adds the most it held since its last sample to what the other
+nodes hold now, and raises the day's row if that is higher. On one node the peak is exact;
+across nodes it is the highest such sample (nodes peaking a moment apart are not summed).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from parley.background import cancel_and_wait
-from parley.services.clock import iso, now_ms
+from parley.services.clock import iso, now_ms, utc_day
 from parley.storage.db import Database
-from parley.storage.tables import UserRow
+from parley.storage.tables import AppRow, SocketPeakRow, UserRow
 
 log = logging.getLogger("parley.presence")
 
@@ -68,7 +74,10 @@ class Presence:
         self.node_ttl = node_ttl
         self._users: Counter[tuple[str, str]] = Counter()
         self._apps: Counter[str] = Counter()
-        self._peaks: dict[str, int] = {}
+        # The most sockets this node held per app since the last peak sample, and the
+        # highest sample recorded per (app, day), so an unchanged count is not rewritten.
+        self._held_most: dict[str, int] = {}
+        self._recorded_peaks: dict[tuple[str, str], int] = {}
         # Fields whose count changed since the last write to Redis; None: rewrite them all
         # (at start, and after Redis lost or refused a write).
         self._dirty: set[str] | None = None
@@ -81,7 +90,8 @@ class Presence:
     def connected(self, app_id: str, user_id: str) -> None:
         self._users[(app_id, user_id)] += 1
         self._apps[app_id] += 1
-        self._peaks[app_id] = max(self._peaks.get(app_id, 0), self._apps[app_id])
+        if self._apps[app_id] > self._held_most.get(app_id, 0):
+            self._held_most[app_id] = self._apps[app_id]
         self._touched(app_id, user_id)
 
     def disconnected(self, app_id: str, user_id: str) -> None:
@@ -100,9 +110,18 @@ class Presence:
     def local_count(self, app_id: str) -> int:
         return self._apps.get(app_id, 0)
 
-    def peak(self, app_id: str) -> int:
-        """The most sockets this node has held at once for the app since it started."""
-        return self._peaks.get(app_id, 0)
+    async def daily_peaks(self, app_id: str, since_day: str) -> dict[str, int]:
+        """The most sockets the app had open at once on each UTC day from ``since_day``
+        (``YYYY-MM-DD``) on, as far as the samples saw; days without sockets are absent."""
+        with contextlib.suppress(Exception):  # the rows already written still answer
+            await self.record_peaks()
+        async with self._db.read() as s:
+            rows = await s.execute(
+                select(SocketPeakRow.day, SocketPeakRow.peak).where(
+                    SocketPeakRow.app_id == app_id, SocketPeakRow.day >= since_day
+                )
+            )
+            return {day: int(peak) for day, peak in rows}
 
     def _touched(self, app_id: str, user_id: str) -> None:
         if self._redis is None:
@@ -260,8 +279,55 @@ class Presence:
             await asyncio.sleep(self.heartbeat)
             try:
                 await self.flush_last_active()
+                await self.record_peaks()
             except Exception as exc:  # kept for the next round
                 log.warning("presence: could not record last activity (%s)", exc)
+
+    async def record_peaks(self) -> None:
+        """Raise today's ``socket_peaks`` row of every app this node held sockets of
+        since the last call to (most held here) + (open on the other nodes now)."""
+        held, self._held_most = self._held_most, dict(self._apps)
+        if not held:
+            return
+        day = utc_day(now_ms() // 1000)
+        apps = list(held)
+        samples = dict(held)
+        for counts in await self._from_other_nodes([_app_field(a) for a in apps]):
+            for app_id, n in zip(apps, counts, strict=True):
+                samples[app_id] += int(n or 0)
+        rises = {a: n for a, n in samples.items() if n > self._recorded_peaks.get((a, day), 0)}
+        if not rises:
+            return
+        try:
+            async with self._db.write() as s:
+                live = set(
+                    (await s.execute(select(AppRow.id).where(AppRow.id.in_(rises)))).scalars()
+                )
+                known = [a for a in rises if a in live]  # not deleted meanwhile
+                if not known:
+                    return
+                dialect = sqlite if self._db.is_sqlite else postgresql
+                await s.execute(
+                    dialect.insert(SocketPeakRow).on_conflict_do_nothing(),
+                    [{"app_id": a, "day": day, "peak": 0} for a in known],
+                )
+                table = cast(Table, SocketPeakRow.__table__)
+                await (await s.connection()).execute(
+                    update(table)
+                    .where(
+                        table.c.app_id == bindparam("a"),
+                        table.c.day == day,
+                        table.c.peak < bindparam("n"),
+                    )
+                    .values(peak=bindparam("n")),
+                    [{"a": a, "n": rises[a]} for a in known],
+                )
+        except Exception:
+            for app_id, n in held.items():  # sampled again with the next call
+                self._held_most[app_id] = max(self._held_most.get(app_id, 0), n)
+            raise
+        self._recorded_peaks = {k: v for k, v in self._recorded_peaks.items() if k[1] == day}
+        self._recorded_peaks.update({(a, day): n for a, n in rises.items()})
 
     async def flush_last_active(self) -> None:
         """Write the pending ``last_active_at`` times, one statement for all of them."""

@@ -7,16 +7,14 @@ at most its last unflushed interval of counts.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from parley.services.clock import iso, now_ms
+from parley.services.clock import iso, now_ms, utc_day
 from parley.storage.db import Database
 from parley.storage.tables import AppRow, KeyUsageRow
 
@@ -33,11 +31,6 @@ class _Tally:
     last_used_at: int = 0
 
 
-@functools.lru_cache(maxsize=4)
-def _utc_day(epoch_second: int) -> str:
-    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%d")
-
-
 class UsageRecorder:
     def __init__(self) -> None:
         self._pending: dict[tuple[str, str, str], _Tally] = {}
@@ -46,7 +39,7 @@ class UsageRecorder:
         self, key_kind: str, key_id: str, app_id: str, origin: str | None, error: str | None
     ) -> None:
         now = now_ms()
-        day = _utc_day(now // 1000)
+        day = utc_day(now // 1000)
         tally = self._pending.get((key_kind, key_id, day))
         if tally is None:
             tally = self._pending[(key_kind, key_id, day)] = _Tally(app_id)

@@ -159,6 +159,18 @@ class KeyUsageRow(Base):
     last_used_at: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class SocketPeakRow(Base):
+    """Per application and UTC day: the most sockets it had open at once, on all nodes."""
+
+    __tablename__ = "socket_peaks"
+
+    app_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
+    peak: Mapped[int] = mapped_column(BigInteger)
+
+
 class RoomRow(Base):
     """A chat room. ``last_seq`` is the per-room message sequence counter; a message gets
     ``last_seq + 1`` in the transaction that stores it."""
@@ -217,6 +229,8 @@ class RoomMemberRow(Base):
             ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
         ),
         Index("ix_room_members_user_activity", "app_id", "user_id", "activity_at"),
+        # A member's rooms from the index alone (the gateway reads them at every connect).
+        Index("ix_room_members_user_room", "app_id", "user_id", "room_id"),
     )
 
 
@@ -470,7 +484,7 @@ class GroupMemberRow(Base):
         ForeignKeyConstraint(
             ["app_id", "group_id"], ["user_groups.app_id", "user_groups.id"], ondelete="CASCADE"
         ),
-        Index("ix_user_group_members_user", "app_id", "user_id"),
+        Index("ix_user_group_members_user", "app_id", "user_id", "group_id"),
     )
 
 
