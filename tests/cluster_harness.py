@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -107,16 +108,30 @@ class Cluster:
     def start_node(self, name: str) -> Node:
         port = free_port()
         log = self.tmp / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
+        node = Node(f"http://127.0.0.1:{port}", self._spawn(port, log), log)
+        self.nodes.append(node)
+        return node
+
+    def _spawn(self, port: int, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:  # a restarted node writes on after its earlier life
+            return subprocess.Popen(
                 [sys.executable, "-m", "parley", "run", "--port", str(port)],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        node = Node(f"http://127.0.0.1:{port}", process, log)
-        self.nodes.append(node)
-        return node
+
+    def kill(self, node: Node) -> None:
+        """``kill -9``: no shutdown, no flush, connections dropped mid-frame."""
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(timeout=10)
+
+    def restart(self, node: Node) -> None:
+        """Start a stopped node again on its own port and data (not waiting for health)."""
+        if node.process.poll() is None:
+            raise RuntimeError(f"node {node.url} is still running")
+        port = int(node.url.rsplit(":", 1)[1])
+        node.process = self._spawn(port, node.log)
 
     def wait_healthy(self, node: Node, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -570,12 +570,27 @@ class Realtime:
                     raise ParleyAPIError(
                         0, "CONNECTION_ERROR", "the connection was lost before the answer"
                     ) from None
+                self._pending.pop(ack_id, None)  # the reader fails what is pending
+                await self._until_let_go(ws, deadline)
             except TimeoutError:
                 raise ParleyAPIError(
                     0, "CONNECTION_ERROR", f"no answer within {self._ack_timeout} s"
                 ) from None
             finally:
                 self._pending.pop(ack_id, None)
+
+    async def _until_let_go(self, ws: ClientConnection, deadline: float) -> None:
+        """Wait until the reader has given up ``ws``. A send on a socket that has just
+        closed fails at once, without suspending, while the reader has not yet seen the
+        close: retrying on the same socket straight away would spin forever and never
+        let the reader run."""
+        loop = asyncio.get_running_loop()
+        while self._ws is ws:
+            if loop.time() >= deadline:
+                raise ParleyAPIError(
+                    0, "CONNECTION_ERROR", f"no answer within {self._ack_timeout} s"
+                )
+            await asyncio.sleep(0.01)
 
     async def _socket(self, deadline: float) -> ClientConnection:
         """The open socket, waiting for a reconnection until ``deadline``."""
