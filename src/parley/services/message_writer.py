@@ -276,7 +276,6 @@ class MessageWriter:
         for app_id, sends in by_app.items():
             profiles[app_id] = await self._users.profiles(app_id, sorted({x.sender for x in sends}))
             replies[app_id] = await self._replies(app_id, sends)
-        now = now_ms()
 
         def work(conn: Connection) -> tuple[list[_Stored], list[tuple[Send, ParleyError]]]:
             stored: list[_Stored] = []
@@ -288,7 +287,6 @@ class MessageWriter:
                     by_app[app_id],
                     profiles[app_id],
                     replies[app_id],
-                    now,
                     stored,
                     errors,
                 )
@@ -332,7 +330,6 @@ def _store_app(
     sends: list[Send],
     profiles: dict[str, dict[str, Any]],
     replies: dict[str, dict[str, Any]],
-    now: int,
     stored: list[_Stored],
     errors: list[tuple[Send, ParleyError]],
 ) -> None:
@@ -348,6 +345,9 @@ def _store_app(
             .with_for_update()
         )
     }
+    # Read the clock once the rooms are locked: another node's batch for these rooms has
+    # committed by now, so history's time order agrees with the sequence order.
+    now = now_ms()
     memberships = _memberships(conn, app_id, {(x.room_id, x.sender) for x in sends})
     known = _known_client_ids(conn, app_id, sends)
 
