@@ -54,6 +54,7 @@ ONCE = (
     "tests/gateway/test_hostile_clients.py",
     "tests/gateway/test_node_client.py",
     "tests/fuzz/test_schemathesis.py",
+    "tests/fuzz/test_gateway_frames.py",
     "tests/compat/",
 )
 

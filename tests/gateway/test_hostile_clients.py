@@ -27,12 +27,12 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
 
 from parley.config import Settings
 from parley.services.container import Services
 from parley.storage.db import run_migrations
 from tests.conftest import DATABASE_URL, AppKeys, free_port, make_settings, ok
+from tests.gateway.wire import CRASH_MARKS, Wire
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads the node's memory from /proc"
@@ -42,7 +42,6 @@ PING_INTERVAL = 1.0
 PING_TIMEOUT = 2.0
 MAX_FRAME = 262_144  # the node's max_body_bytes: its largest WebSocket frame
 ROOM = "lobby"
-CRASH_MARKS = ("Traceback", "Exception in ASGI application")
 # The stall: WARM_UP big messages everyone reads, then STALL more while one client reads
 # nothing. The node must have closed that socket CLOSE_WITHIN seconds after the last of
 # them at the latest, and its memory may grow by less than half of what it was sent.
@@ -217,86 +216,6 @@ async def poll(check: Callable[[], bool], within: float) -> bool:
 
 
 # -- clients --------------------------------------------------------------------------
-
-
-class Wire:
-    """A Socket.IO client spoken frame by frame over ``websockets``: it answers pings,
-    keeps every other frame the server sends, and sends whatever it is given."""
-
-    def __init__(self, ws: websockets.ClientConnection) -> None:
-        self.ws = ws
-        self.frames: list[str] = []
-        self.events: list[tuple[str, Any]] = []
-        self.closed = asyncio.Event()
-        self._arrived = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, node: Node) -> Wire:
-        wire = cls(await websockets.connect(node.ws_url, max_size=None))
-        await wire.until(lambda: bool(wire.frames), "the Engine.IO open packet")
-        assert wire.frames[0].startswith("0{"), wire.frames[0]
-        return wire
-
-    async def _read(self) -> None:
-        try:
-            async for frame in self.ws:
-                if frame == "2":
-                    await self.ws.send("3")
-                    continue
-                text = frame if isinstance(frame, str) else repr(frame)
-                self.frames.append(text)
-                if text.startswith("42["):
-                    name, *args = json.loads(text[2:])
-                    self.events.append((name, args[0] if args else None))
-                self._arrived.set()
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self.closed.set()
-            self._arrived.set()
-
-    async def until(self, done: Callable[[], bool], what: str, within: float = 5.0) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not done():
-                    assert not self.closed.is_set(), f"closed while waiting for {what}"
-                    self._arrived.clear()
-                    await self._arrived.wait()
-        except TimeoutError:
-            raise AssertionError(f"no {what} within {within} s: {self.frames[-3:]}") from None
-
-    async def expect(self, prefix: str, within: float = 5.0) -> str:
-        """The first frame starting with ``prefix`` (waiting for it)."""
-        await self.until(lambda: any(f.startswith(prefix) for f in self.frames), prefix, within)
-        return next(f for f in self.frames if f.startswith(prefix))
-
-    async def connect(self, auth: dict[str, Any] | None = None) -> str:
-        await self.ws.send("40" + (json.dumps(auth) if auth else ""))
-        await self.until(
-            lambda: any(f[:2] in ("40", "44") for f in self.frames), "the CONNECT answer"
-        )
-        return next(f for f in self.frames if f[:2] in ("40", "44"))
-
-    async def still_usable(self) -> None:
-        """The socket reads and answers: a ``conf`` call is acknowledged."""
-        ack_id = secrets.randbelow(10**6) + 1
-        await self.ws.send(f'42{ack_id}["conf",{{}}]')
-        await self.expect(f"43{ack_id}[")
-
-    async def round_trip(self) -> None:
-        """An Engine.IO ping of its own: the pong is queued after anything queued for
-        this socket before, so once it is in, nothing sent earlier is on its way."""
-        probe = secrets.token_hex(4)
-        await self.ws.send("2" + probe)
-        await self.expect("3" + probe)
-
-    def chat(self) -> list[dict[str, Any]]:
-        return [data for name, data in self.events if name == "chat message"]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await self._reader
 
 
 def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:

@@ -21,6 +21,8 @@ EIO_OPEN, EIO_CLOSE, EIO_PING, EIO_PONG, EIO_MESSAGE, EIO_UPGRADE, EIO_NOOP = "0
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
 
 MAX_ACK_ID = 2**53
+# ASCII digits only: ``str.isdigit`` also accepts "²" or "٣", which ``int`` refuses or reads.
+DIGITS = frozenset("0123456789")
 
 
 class ProtocolError(Exception):
@@ -46,7 +48,7 @@ def decode_engine(frame: str) -> tuple[str, str]:
 
 def decode_socket(text: str) -> Packet:
     """A Socket.IO packet from the data of an Engine.IO message."""
-    if not text or not text[0].isdigit():
+    if not text or text[0] not in DIGITS:
         raise ProtocolError("unknown Socket.IO packet type")
     kind = int(text[0])
     if kind in (BINARY_EVENT, BINARY_ACK):
@@ -59,7 +61,7 @@ def decode_socket(text: str) -> Packet:
         end = rest.find(",")
         namespace, rest = (rest, "") if end < 0 else (rest[:end], rest[end + 1 :])
     digits = 0
-    while digits < len(rest) and rest[digits].isdigit():
+    while digits < len(rest) and rest[digits] in DIGITS:
         digits += 1
     ack_id = None
     if digits:
