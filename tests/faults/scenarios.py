@@ -47,6 +47,13 @@ class Result:
     def columns(self) -> dict[str, str]:
         return {key: _short(value) for key, value in self.facts.items()}
 
+    def assert_nothing_lost_doubled_or_let_in(self, at_least_acked: int) -> None:
+        """The queue checker's promise, with what to read when it was broken."""
+        verdict = self.verdict
+        assert verdict.acked >= at_least_acked, self.answers
+        lost = (verdict.lost, verdict.duplicated, verdict.unexpected)
+        assert lost == (0, 0, 0), (verdict, self.answers, self.logs[-4000:])
+
 
 def _short(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
