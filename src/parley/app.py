@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         finally:
             await svc.close()
 
-    app = FastAPI(
+    app = ParleyApp(
         title="Parley",
         version=parley.__version__,
         description="A self-hostable chat server that speaks the IMKIT Platform API.",
@@ -98,26 +98,25 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         upload_bytes=settings.max_file_bytes + UPLOAD_FORM_BYTES,
     )
     app.add_middleware(ImkitCompat)
-    app.add_middleware(SocketIOMount, gateway=gateway)
     # The operators' dashboard: pages under /dashboard, outside the API's route table,
     # middlewares and OpenAPI schema (see parley.dashboard).
     app.add_middleware(DashboardMount, dashboard=create_dashboard(svc))
-    app.parley_gateway = gateway  # type: ignore[attr-defined]
+    app.parley_gateway = gateway
     return app
 
 
-class SocketIOMount:
-    """``/socket.io/`` goes to the real-time gateway, before any HTTP middleware."""
+class ParleyApp(FastAPI):
+    """The FastAPI app, with ``/socket.io/`` going to the real-time gateway before
+    FastAPI and its middleware stack: a socket's handshake crosses none of them, and
+    none of their frames stay on its handler's stack for the socket's whole life."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
-        self.app = app
-        self.gateway = gateway
+    parley_gateway: Gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] in GATEWAY_PATHS:
-            await self.gateway(scope, receive, send)
+            await self.parley_gateway(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def _leaf_routes(routes: list[Any]) -> list[Any]:

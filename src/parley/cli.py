@@ -99,6 +99,8 @@ def run(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 def websocket_options(settings: Settings) -> dict[str, Any]:
     """How uvicorn serves the gateway's WebSockets (the tests' servers use the same)."""
+    from parley.gateway.transport import GatewayWebSocketProtocol
+
     return {
         # A frame larger than a request body is refused by the server itself, before it
         # is buffered (the gateway allows the same size).
@@ -109,6 +111,9 @@ def websocket_options(settings: Settings) -> dict[str, Any]:
         "ws_per_message_deflate": False,
         # The gateway's Engine.IO pings already find dead sockets (socket_ping_*).
         "ws_ping_interval": None,
+        # uvicorn's own protocol, letting the gateway write each broadcast frame, encoded
+        # once, straight to every transport (see parley.gateway.transport).
+        "ws": GatewayWebSocketProtocol,
     }
 
 

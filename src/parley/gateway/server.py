@@ -15,10 +15,13 @@ A socket's life:
    and the socket closed. Until then the socket receives nothing and may send nothing.
 3. Authenticated, it receives every event of the rooms its user belongs to (followed live
    as ``room`` events change membership) and of the user itself; it may send ``typing``
-   and ``chat message`` (through the same message writer as REST).
-A frame that breaks the protocol closes its own socket only. Frames wait in a queue per
-socket, bounded in frames and in bytes; a socket that stops reading until it is full is
-closed, and so is one not authenticated within ``connect_timeout`` of opening.
+   and ``chat message`` (through the same message writer as REST; the socket reads on
+   while its messages are stored, at most MAX_SENDS_IN_FLIGHT at a time, stored in the
+   order they arrived).
+A frame that breaks the protocol closes its own socket only. Frames that cannot be
+written at once (see :mod:`parley.gateway.transport`) wait in a queue per socket,
+bounded in frames and in bytes; a socket that stops reading until it is full is closed,
+and so is one not authenticated within ``connect_timeout`` of opening.
 """
 
 from __future__ import annotations
@@ -29,16 +32,17 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Collection
 from http import HTTPStatus
 from typing import Any
 
 import orjson
-from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
 from parley.api.deps import host_of, origin_of
 from parley.api.errors import status_of
+from parley.gateway.memberships import RoomsOfUsers
 from parley.gateway.protocol import (
     ACK,
     CONNECT,
@@ -53,23 +57,24 @@ from parley.gateway.protocol import (
     decode_engine,
     decode_socket,
     engine_open,
-    event_frame,
+    event_packet,
     socket_frame,
 )
+from parley.gateway.transport import EXTENSION, GatewayWebSocketProtocol, text_frame
 from parley.services.auth import Access, Credentials, Principal
 from parley.services.changes import Change
 from parley.services.container import Services
 from parley.services.errors import AuthError, InvalidRequest, InvalidToken, ParleyError
 from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
-from parley.services.groups import groups_of
+from parley.services.messages import RECALL
 from parley.services.rooms import TYPING_INTERVAL_MS
 from parley.services.users import user_embedded
-from parley.storage.tables import RoomMemberRow
 
 log = logging.getLogger("parley.gateway")
 
 PATHS = ("/socket.io", "/socket.io/")
 MAX_RESUME_ROOMS = 1000
+MAX_SENDS_IN_FLIGHT = 32  # chat messages of one socket being stored at once
 RECENT_VERSIONS = 2048
 MAX_RESUME_MESSAGES = 10_000  # per room; a client further behind reloads its history
 RESUME_PAGE = 500
@@ -81,60 +86,105 @@ OUTAGE_MARGIN_MS = 5_000
 MAX_OUTAGE_REPLAY = 10_000  # per 500 rooms of an app; clients further behind resume
 
 
-class RecentSet:
-    """The last ``size`` items added, as a set."""
+class RecentSet(OrderedDict[Any, None]):
+    """The last :data:`RECENT_VERSIONS` items added, as a set: one ordered dict, the
+    oldest dropped first."""
 
-    def __init__(self, size: int) -> None:
-        self._order: deque[Any] = deque()
-        self._items: set[Any] = set()
-        self._size = size
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._items
+    __slots__ = ()
 
     def add(self, item: Any) -> None:
-        if item in self._items:
+        if item in self:
             return
-        self._order.append(item)
-        self._items.add(item)
-        if len(self._order) > self._size:
-            self._items.discard(self._order.popleft())
+        self[item] = None
+        if len(self) > RECENT_VERSIONS:
+            self.popitem(last=False)
 
     def snapshot(self) -> set[Any]:
-        return set(self._items)
+        return set(self)
 
 
 class Socket:
-    """One client connection. ``encoding`` is "plain" or "base64" (set by ``conf``)."""
+    """One client connection. ``encoding`` is "plain" or "base64" (set by ``conf``).
 
-    def __init__(self, sid: str, send: Send, max_queue: int, max_queue_bytes: int) -> None:
+    Frames go out in the order they are pushed. With the transport of
+    :mod:`parley.gateway.transport` (``wire``), a frame is written to it at once while it
+    is not paused and nothing waits before it; otherwise it waits in the queue, which the
+    transport empties when it may be written to again. Without (another ASGI server), the
+    queue is emptied through ``send`` by a task that lives only while it is not empty.
+    Either way the queue is bounded in frames and in bytes (characters through ASGI)."""
+
+    __slots__ = (
+        "_changed",
+        "_drainer",
+        "_max_queue",
+        "_max_queue_bytes",
+        "_queued_bytes",
+        "_send",
+        "_sending",
+        "catching_up",
+        "close_code",
+        "closed",
+        "counted",
+        "creds",
+        "deadline",
+        "dropped",
+        "encoding",
+        "idle",
+        "last_seen",
+        "pinger",
+        "principal",
+        "queue",
+        "recent",
+        "rooms",
+        "sends",
+        "sid",
+        "task",
+        "typed",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        sid: str,
+        send: Send,
+        max_queue: int,
+        max_queue_bytes: int,
+        wire: GatewayWebSocketProtocol | None = None,
+    ) -> None:
         self.sid = sid
         self._send = send
+        self.wire = wire
         self.encoding = "plain"
         self.principal: Principal | None = None
         self.creds: Credentials | None = None  # what it authenticated with
         self.rooms: set[str] = set()
         self.last_seen = time.monotonic()
-        self._queue: deque[str] = deque()
-        # Rooms being resumed: their live ``chat message`` frames wait here, keyed by
-        # (message id, updatedAtMS), until the missed messages have gone out.
-        self.catching_up: dict[str, list[tuple[tuple[Any, Any], str]]] = {}
-        # The message versions this socket got last: a resume skips them, and an event
-        # that arrives after a resume already sent its message from the database is
-        # dropped.
-        self.recent = RecentSet(RECENT_VERSIONS)
+        # Frames waiting to be written: WebSocket frames (bytes) for ``wire``, else the
+        # text of each. Made when first needed (most sockets never wait); with ``wire``,
+        # None again once empty.
+        self.queue: deque[bytes | str] | None = None
+        self._queued_bytes = 0
         self._max_queue = max_queue
         self._max_queue_bytes = max_queue_bytes
-        self._queued_bytes = 0  # characters, in fact: frames are mostly ASCII JSON
-        self._room = asyncio.Event()  # a frame left the queue
-        self.reader: asyncio.Task[None] | None = None
-        self.idle = False  # its reader waits for the client's next frame
+        self._drainer: asyncio.Task[None] | None = None
+        self._sending = False  # the drainer is sending a frame it took off the queue
+        self._changed: asyncio.Event | None = None  # made for whoever waits on the queue
+        # Rooms being resumed: their live ``chat message`` frames wait here, keyed by
+        # (message id, updatedAtMS), until the missed messages have gone out.
+        self.catching_up: dict[str, list[tuple[tuple[Any, Any], bytes]]] | None = None
+        # The message versions this socket got last: a resume skips them, and an event
+        # that arrives after a resume already sent its message from the database is
+        # dropped. Made with the first message.
+        self.recent: RecentSet | None = None
+        self.task: asyncio.Task[Any] | None = None  # the handler reading from the client
+        self.idle = False  # that handler waits for the client's next frame
+        self.dropped = False  # the server cancelled that wait (see Gateway._drop)
         self.close_code = 1000
-        self.typed: dict[str, float] = {}  # room → when its last typing went to the service
+        self.typed: dict[str, float] | None = None  # room → when its last typing was relayed
+        self.sends: set[asyncio.Task[None]] | None = None  # chat messages being stored
         self.counted = False  # in presence (authenticated, not yet forgotten)
-        self._ready = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()  # nothing queued yet
+        self.pinger: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # to authenticate by
         self.closed = False
 
     @property
@@ -143,62 +193,131 @@ class Socket:
             return None
         return (self.principal.app_id, self.principal.user_id)
 
-    def _fits(self, frame: str) -> bool:
-        if not self._queue:
+    def _fits(self, size: int) -> bool:
+        queue = self.queue
+        if not queue:
             return True  # one frame always fits: a large room event must get through
-        return (
-            len(self._queue) < self._max_queue
-            and self._queued_bytes + len(frame) <= self._max_queue_bytes
-        )
+        return len(queue) < self._max_queue and self._queued_bytes + size <= self._max_queue_bytes
 
-    def push(self, frame: str) -> bool:
-        """Queue a frame; False when the client has stopped reading (queue full)."""
+    def push(self, packet: bytes | str, frame: bytes | None = None) -> bool:
+        """Send an Engine.IO packet (``frame``: the same as a WebSocket frame, when the
+        caller has it); False when the client has stopped reading (queue full)."""
         if self.closed:
             return True
-        if not self._fits(frame):
+        wire = self.wire
+        if wire is None:
+            text = packet if isinstance(packet, str) else packet.decode()
+            if not self._enqueue(text, len(text)):
+                return False
+            if self._drainer is None:
+                self._drainer = asyncio.get_running_loop().create_task(self._drain())
+            return True
+        if frame is None:
+            frame = text_frame(packet.encode() if isinstance(packet, str) else packet)
+        if self.queue is None and not wire.paused and not wire.transport.is_closing():
+            wire.transport.write(frame)
+            return True
+        return self._enqueue(frame, len(frame))
+
+    def _enqueue(self, item: bytes | str, size: int) -> bool:
+        if not self._fits(size):
             return False
-        self._queue.append(frame)
-        self._queued_bytes += len(frame)
-        self._drained.clear()
-        self._ready.set()
+        if self.queue is None:
+            self.queue = deque()
+        self.queue.append(item)
+        self._queued_bytes += size
         return True
 
-    async def put(self, frame: str, within: float) -> bool:
-        """Queue a frame of a bulk send (a resume), waiting up to ``within`` seconds for
+    def frame_size(self, packet: bytes | str) -> tuple[bytes | None, int]:
+        """What ``packet`` counts against the queue's bound, and its frame if built."""
+        if self.wire is None:
+            return None, len(packet)
+        frame = text_frame(packet.encode() if isinstance(packet, str) else packet)
+        return frame, len(frame)
+
+    def flush(self) -> None:
+        """The transport may be written to again (or is gone): write what waits, until
+        it pauses again."""
+        wire, queue = self.wire, self.queue
+        if wire is None or queue is None:
+            self._notify()
+            return
+        if wire.transport.is_closing():
+            self.discard()
+            return
+        while queue and not wire.paused:
+            frame = queue.popleft()
+            self._queued_bytes -= len(frame)
+            wire.transport.write(frame)  # type: ignore[arg-type]
+        if not queue:
+            self.queue = None
+        self._notify()
+
+    async def _drain(self) -> None:
+        """Through ASGI: send what waits, then end (the next push starts another)."""
+        try:
+            while self.queue and not self.closed:
+                text = self.queue.popleft()
+                self._queued_bytes -= len(text)
+                self._sending = True
+                self._notify()
+                await self._send({"type": "websocket.send", "text": text})
+                self._sending = False
+        except Exception:
+            self.discard()  # the connection is gone: its handler ends on the disconnect
+        finally:
+            self._drainer = None
+            self._sending = False
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    async def _changes(self, deadline: float) -> bool:
+        """Wait until the queue shrinks or the socket closes; False past ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    async def put(self, packet: bytes | str, within: float) -> bool:
+        """Send a packet of a bulk send (a resume), waiting up to ``within`` seconds for
         the client to make room; False when it did not, or the socket closed."""
         deadline = time.monotonic() + within
-        while not self.closed and not self._fits(frame):
-            self._room.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        frame, size = self.frame_size(packet)
+        while not self.closed and not self._fits(size):
+            if not await self._changes(deadline):
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), remaining)
-        return not self.closed and self.push(frame)
+        return not self.closed and self.push(packet, frame)
 
     def discard(self) -> None:
         """Closed: what waits in the queue will never be sent; free it now."""
         self.closed = True
-        self._queue.clear()
+        self.queue = None
         self._queued_bytes = 0
-        self._room.set()
+        if self.pinger is not None:
+            self.pinger.cancel()
+            self.pinger = None
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+        self._notify()
 
     async def flushed(self, within: float = 0.5) -> None:
         """Wait (briefly) until the queued frames have been written, including one the
-        writer has taken off the queue but not finished sending."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), within)
-
-    async def drain_forever(self) -> None:
-        while not self.closed:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._queue and not self.closed:
-                frame = self._queue.popleft()
-                self._queued_bytes -= len(frame)
-                self._room.set()
-                await self._send({"type": "websocket.send", "text": frame})
-            self._drained.set()
+        drainer has taken off the queue but not finished sending."""
+        deadline = time.monotonic() + within
+        while (self.queue or self._sending) and not self.closed:
+            if not await self._changes(deadline):
+                return
 
     def payload(self, data: Any) -> Any:
         """``data`` as this socket's encoding carries it."""
@@ -230,6 +349,7 @@ class Gateway:
         self._by_user: dict[tuple[str, str], set[Socket]] = {}
         self._by_room: dict[tuple[str, str], set[Socket]] = {}
         self._rechecks: set[asyncio.Task[None]] = set()
+        self._memberships = RoomsOfUsers(services.db)
 
     def attach(self) -> None:
         """Subscribe to the event channel (before the broker starts), and to credential
@@ -292,42 +412,41 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1002})
             return
         await send({"type": "websocket.accept"})
+        wire: GatewayWebSocketProtocol | None = (scope.get("extensions") or {}).get(EXTENSION)
         sid = secrets.token_urlsafe(15)
-        sock = Socket(sid, send, self.max_queue, self.max_queue_bytes)
+        sock = Socket(sid, send, self.max_queue, self.max_queue_bytes, wire)
+        if wire is not None:
+            wire.on_writable = sock.flush
         self._sockets[sid] = sock
-        await send(
-            {
-                "type": "websocket.send",
-                "text": engine_open(
-                    sid,
-                    int(self.ping_interval * 1000),
-                    int(self.ping_timeout * 1000),
-                    self.max_payload,
-                ),
-            }
+        sock.push(
+            engine_open(
+                sid,
+                int(self.ping_interval * 1000),
+                int(self.ping_timeout * 1000),
+                self.max_payload,
+            )
         )
-        drain = asyncio.create_task(sock.drain_forever())
-        pinger = asyncio.create_task(self._ping_forever(sock))
+        loop = asyncio.get_running_loop()
+        # Timers, not tasks: a sleeping task per socket costs more memory than a socket.
+        sock.pinger = loop.call_later(self.ping_interval, self._ping, sock)
         # As Socket.IO's connectTimeout: a socket that never authenticates holds a slot.
-        deadline = asyncio.get_running_loop().call_later(
-            self.connect_timeout, self._handshake_deadline, sock
-        )
-        sock.reader = asyncio.create_task(self._read_forever(sock, scope, receive))
+        sock.deadline = loop.call_later(self.connect_timeout, self._handshake_deadline, sock)
+        sock.task = task = asyncio.current_task()
         try:
-            await sock.reader
+            await self._read_forever(sock, scope, receive)
         except ProtocolError as exc:
             log.info("closing socket %s: %s", sid, exc)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            # The server dropped it (see _drop) while it waited for the client: handled
+            # here. Any other cancellation (shutdown) goes on.
+            if not sock.dropped or task is None or task.uncancel() > 0:
                 raise
-            # else the server dropped it (see _drop) while it waited for the client
         finally:
-            deadline.cancel()
             sock.discard()
             self._forget(sock)
-            for task in (drain, pinger, sock.reader):
-                task.cancel()
+            if wire is not None:
+                wire.on_writable = None
+            sock.task = None
             # A client that stopped reading never takes the close frame: do not wait
             # for it forever (the connection is closed all the same).
             with contextlib.suppress(Exception):
@@ -382,16 +501,21 @@ class Gateway:
                 return
             # ACKs from the client answer nothing the server asks: ignored.
 
-    async def _ping_forever(self, sock: Socket) -> None:
-        while not sock.closed:
-            await asyncio.sleep(self.ping_interval)
-            if time.monotonic() - sock.last_seen > self.ping_interval + self.ping_timeout:
-                log.info("socket %s missed its pongs: closing", sock.sid)
-                self._drop(sock, 1001)
-                return
-            self._push(sock, EIO_PING)
+    def _ping(self, sock: Socket) -> None:
+        sock.pinger = None
+        if sock.closed:
+            return
+        if time.monotonic() - sock.last_seen > self.ping_interval + self.ping_timeout:
+            log.info("socket %s missed its pongs: closing", sock.sid)
+            self._drop(sock, 1001)
+            return
+        self._push(sock, EIO_PING)
+        if not sock.closed:
+            loop = asyncio.get_running_loop()
+            sock.pinger = loop.call_later(self.ping_interval, self._ping, sock)
 
     def _handshake_deadline(self, sock: Socket) -> None:
+        sock.deadline = None
         if sock.principal is None and not sock.closed:
             log.info("socket %s did not authenticate in time: closing", sock.sid)
             self._drop(sock)
@@ -460,26 +584,58 @@ class Gateway:
             # Not a room of its user, or relayed less than a second ago: nothing would be
             # relayed, so no database read either (a client may send thousands at once).
             now = time.monotonic()
-            if room not in sock.rooms or now - sock.typed.get(room, -TYPING_GAP) < TYPING_GAP:
+            typed = sock.typed
+            if typed is None:
+                typed = sock.typed = {}
+            if room not in sock.rooms or now - typed.get(room, -TYPING_GAP) < TYPING_GAP:
                 return True
-            sock.typed[room] = now
+            typed[room] = now
             with contextlib.suppress(ParleyError):
                 await self._svc.rooms.typing(sock.principal, room, None)
             return True
         if name == "chat message":
-            body = params[0] if params else None
-            try:
-                if not isinstance(body, dict) or not body.get("room"):
-                    raise InvalidRequest("room is required", code="MISSING_PARAMETER")
-                room_id = str(body["room"])
-                result = await self._svc.messaging.send_in_room(sock.principal, room_id, body)
-            except ParleyError as error:
-                self._ack(sock, ack_id, _error(error))
-                return True
-            self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": result})
+            await self._send_soon(sock, params, ack_id)
             return True
         self._ack(sock, ack_id, _error(InvalidRequest(f"Unknown event {name!r}")))
         return True
+
+    async def _send_soon(self, sock: Socket, params: list[Any], ack_id: int | None) -> None:
+        """Start a ``chat message`` send and return: the socket reads its next frame
+        while the message is being stored, so that sends following each other share a
+        commit instead of each waiting for the one before (at most
+        MAX_SENDS_IN_FLIGHT at a time; then it waits for one to finish). New messages
+        reach the message writer in the order they arrived, so they are stored in that
+        order; an edit or a recall (which take other paths) waits for the sends before
+        it, and the socket reads on once it is done."""
+        sends = sock.sends
+        if sends is None:
+            sends = sock.sends = set()
+        body = params[0] if params else None
+        if isinstance(body, dict) and (
+            body.get("_id") is not None or body.get("messageType") == RECALL
+        ):
+            if sends:
+                await asyncio.wait(set(sends))
+            await self._chat_message(sock, params, ack_id)
+            return
+        while len(sends) >= MAX_SENDS_IN_FLIGHT:
+            await asyncio.wait(set(sends), return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.get_running_loop().create_task(self._chat_message(sock, params, ack_id))
+        sends.add(task)
+        task.add_done_callback(sends.discard)
+
+    async def _chat_message(self, sock: Socket, params: list[Any], ack_id: int | None) -> None:
+        assert sock.principal is not None
+        body = params[0] if params else None
+        try:
+            if not isinstance(body, dict) or not body.get("room"):
+                raise InvalidRequest("room is required", code="MISSING_PARAMETER")
+            room_id = str(body["room"])
+            result = await self._svc.messaging.send_in_room(sock.principal, room_id, body)
+        except ParleyError as error:
+            self._ack(sock, ack_id, _error(error))
+            return
+        self._ack(sock, ack_id, {"RC": 0, "RM": "OK", "result": result})
 
     async def _authenticate(
         self,
@@ -532,12 +688,13 @@ class Gateway:
         self._forget(sock)
         sock.principal = principal
         sock.creds = creds
+        if sock.deadline is not None:
+            sock.deadline.cancel()
+            sock.deadline = None
         sock.rooms = await self._rooms_of(principal.app_id, principal.user_id)
         if isinstance(resume, dict):
             # Live messages of the resumed rooms wait until the missed ones are out.
-            for room in list(resume)[:MAX_RESUME_ROOMS]:
-                if room in sock.rooms:
-                    sock.catching_up.setdefault(room, [])
+            _hold_back(sock, list(resume)[:MAX_RESUME_ROOMS])
         key = (principal.app_id, principal.user_id)
         self._svc.presence.connected(*key)
         sock.counted = True
@@ -551,14 +708,9 @@ class Gateway:
         return {**user_embedded(found), **found}
 
     async def _rooms_of(self, app_id: str, user_id: str) -> set[str]:
-        async with self._svc.db.read() as s:
-            holders = [user_id, *await groups_of(s, app_id, user_id)]
-            rows = await s.execute(
-                select(RoomMemberRow.room_id).where(
-                    RoomMemberRow.app_id == app_id, RoomMemberRow.user_id.in_(holders)
-                )
-            )
-            return set(rows.scalars())
+        """The rooms of a user, as a member or through its groups (one read shared by
+        the sockets that connect meanwhile)."""
+        return await self._memberships.get(app_id, user_id)
 
     # -- delivery -----------------------------------------------------------------------
 
@@ -570,37 +722,62 @@ class Gateway:
         self._deliver(event)
 
     def _deliver(self, event: Event) -> None:
-        targets: set[Socket] = set()
-        for room in event.rooms:
-            targets |= self._by_room.get((event.app_id, room), set())
-        for user in event.users:
-            targets |= self._by_user.get((event.app_id, user), set())
+        app_id = event.app_id
+        targets: Collection[Socket]
+        if len(event.rooms) == 1 and not event.users:
+            # The usual case: one room. A copy, as delivery may drop sockets from it.
+            targets = tuple(self._by_room.get((app_id, event.rooms[0]), ()))
+        else:
+            union: set[Socket] = set()
+            for room in event.rooms:
+                union |= self._by_room.get((app_id, room), set())
+            for user in event.users:
+                union |= self._by_user.get((app_id, user), set())
+            targets = union
         if event.kind == TYPING and isinstance(event.data, dict):
             sender = event.data.get("sender")
-            targets = {t for t in targets if t.key != (event.app_id, sender)}
+            targets = [t for t in targets if t.key != (app_id, sender)]
         self._follow_membership(event)
         if event.kind == ROOM_DELETED or not targets:
             return
-        frames: dict[str, str] = {}
+        # Encoded once per encoding: the Engine.IO packet, and the same as a WebSocket
+        # frame for the sockets written to directly.
+        encoded: dict[str, tuple[bytes, bytes]] = {}
+        chat = event.kind == CHAT_MESSAGE
+        version = _version(event.data) if chat else None
+        chat_room = event.rooms[0] if chat and event.rooms else None
         for sock in targets:
             if sock.principal is None:
                 continue
-            frame = frames.get(sock.encoding)
-            if frame is None:
-                frame = frames[sock.encoding] = event_frame(event.kind, sock.payload(event.data))
-            if event.kind == CHAT_MESSAGE:
-                version = _version(event.data)
-                waiting = sock.catching_up.get(event.rooms[0])
-                if waiting is not None:
+            packet_frame = encoded.get(sock.encoding)
+            if packet_frame is None:
+                packet = event_packet(event.kind, sock.payload(event.data))
+                packet_frame = encoded[sock.encoding] = (packet, text_frame(packet))
+            if chat:
+                if sock.catching_up is not None and chat_room in sock.catching_up:
+                    waiting = sock.catching_up[chat_room]
                     if len(waiting) < self.max_queue:
-                        waiting.append((version, frame))
+                        waiting.append((version, packet_frame[0]))  # type: ignore[arg-type]
                     else:  # live traffic outpaces the resume: the client resumes again
                         self._overflowed(sock)
                     continue
-                if version in sock.recent:
+                recent = sock.recent
+                if recent is None:
+                    recent = sock.recent = RecentSet()
+                elif version in recent:
                     continue
-                sock.recent.add(version)
-            self._push(sock, frame)
+                recent.add(version)
+            wire = sock.wire
+            if (  # Socket.push's own first case, inline: the one a broadcast takes
+                wire is not None
+                and sock.queue is None
+                and not sock.closed
+                and not wire.paused
+                and not wire.transport.is_closing()
+            ):
+                wire.transport.write(packet_frame[1])
+            elif not sock.push(*packet_frame):
+                self._overflowed(sock)
 
     def _follow_membership(self, event: Event) -> None:
         """Keep each socket's room set current: a ``room`` event names the members."""
@@ -673,9 +850,11 @@ class Gateway:
             for room, seq in list(rooms.items())[:MAX_RESUME_ROOMS]
             if room in sock.rooms and _is_seq(seq)
         }
-        for room in wanted:
-            sock.catching_up.setdefault(room, [])
-        already = sock.recent.snapshot()
+        _hold_back(sock, list(wanted))
+        if sock.recent is None:
+            sock.recent = RecentSet()
+        recent = sock.recent
+        already = recent.snapshot()
         sent: dict[str, int] = {}
         try:
             for room, seq in wanted.items():
@@ -691,24 +870,24 @@ class Gateway:
                         if version not in already:
                             # Paced frame by frame on the client's reading: a page of
                             # large messages is more than the queue holds.
-                            frame = event_frame(CHAT_MESSAGE, sock.payload(message))
-                            if not await sock.put(frame, RESUME_WAIT):
+                            packet = event_packet(CHAT_MESSAGE, sock.payload(message))
+                            if not await sock.put(packet, RESUME_WAIT):
                                 self._overflowed(sock)
                                 return {"rooms": sent}
-                            sock.recent.add(version)
+                            recent.add(version)
                         seq = message["seq"]
                     count += len(batch)
                     if len(batch) < RESUME_PAGE:
                         break
-                for version, frame in sock.catching_up.pop(room, []):
-                    if version not in seen and version not in sock.recent:
-                        self._push(sock, frame)
-                        sock.recent.add(version)
+                for version, packet in _held_back(sock, room):
+                    if version not in seen and version not in recent:
+                        self._push(sock, packet)
+                        recent.add(version)
                 sent[room] = count
         finally:
             for room in wanted:
-                for _, frame in sock.catching_up.pop(room, []):
-                    self._push(sock, frame)
+                for _, packet in _held_back(sock, room):
+                    self._push(sock, packet)
         return {"rooms": sent}
 
     # -- helpers ------------------------------------------------------------------------
@@ -717,10 +896,10 @@ class Gateway:
         if ack_id is not None:
             self._push(sock, socket_frame(ACK, [sock.payload(data)], ack_id))
 
-    def _push(self, sock: Socket, frame: str) -> None:
-        """Queue a frame; a socket whose queue is full has stopped reading: it is closed
+    def _push(self, sock: Socket, packet: bytes | str) -> None:
+        """Send a packet; a socket whose queue is full has stopped reading: it is closed
         rather than buffered without bound, and its client resumes when it reconnects."""
-        if not sock.push(frame):
+        if not sock.push(packet):
             self._overflowed(sock)
 
     def _overflowed(self, sock: Socket) -> None:
@@ -734,8 +913,9 @@ class Gateway:
         sock.close_code = code
         sock.discard()
         self._forget(sock)
-        if sock.idle and sock.reader is not None:
-            sock.reader.cancel()
+        if sock.idle and sock.task is not None and not sock.dropped:
+            sock.dropped = True
+            sock.task.cancel()
 
     def _forget(self, sock: Socket) -> None:
         if sock.closed:
@@ -757,6 +937,25 @@ class Gateway:
                 members.discard(sock)
                 if not members:
                     del self._by_room[(key[0], room)]
+
+
+def _hold_back(sock: Socket, rooms: list[str]) -> None:
+    """Live messages of these rooms (those of the user) wait until a resume lets them go."""
+    for room in rooms:
+        if room in sock.rooms:
+            if sock.catching_up is None:
+                sock.catching_up = {}
+            sock.catching_up.setdefault(room, [])
+
+
+def _held_back(sock: Socket, room: str) -> list[tuple[tuple[Any, Any], bytes]]:
+    """The live messages of ``room`` held back during its resume, which ends now."""
+    if sock.catching_up is None:
+        return []
+    held = sock.catching_up.pop(room, [])
+    if not sock.catching_up:
+        sock.catching_up = None
+    return held
 
 
 def _is_seq(value: Any) -> bool:

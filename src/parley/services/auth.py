@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from parley.services import crypto
+from parley.services.batched import BatchedLookup
 from parley.services.clock import now_ms
 from parley.services.errors import (
     ClientKeyMismatch,
@@ -186,6 +187,9 @@ class Authenticator:
         # parse and an HMAC per request. Only verified keys enter, so garbage cannot fill it.
         self._verified_client_keys = TtlCache(cache_seconds, max_entries=10_000)
         self._tokens = TtlCache(cache_seconds)
+        # Tokens not in the cache, looked up together when asked together (sockets
+        # connecting at once): one read for many.
+        self._token_rows: BatchedLookup[tuple[str, str], _Token] = BatchedLookup(self._read_tokens)
         self._principals = TtlCache(cache_seconds, max_entries=100_000)
         self._domains: dict[str, str] | None = None
         self._domains_loaded = 0.0
@@ -353,21 +357,33 @@ class Authenticator:
         token: _Token | None = self._tokens.get(cache_key)
         if token is None:
             generation = self._tokens.generation
-            async with self._db.read() as s:
-                row = (
-                    await s.execute(
-                        select(UserTokenRow.user_id, UserTokenRow.expires_at).where(
-                            UserTokenRow.app_id == app_id, UserTokenRow.token_hash == token_hash
-                        )
-                    )
-                ).one_or_none()
-            if row is None:
+            token = await self._token_rows.get(cache_key)
+            if token is None:
                 raise InvalidToken()
-            token = _Token(row.user_id, row.expires_at)
             self._tokens.put(cache_key, token, generation, (app_id, token.user_id))
         if now_ms() >= token.expires_at:
             raise InvalidToken("The user token has expired")
         return token
+
+    async def _read_tokens(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], _Token]:
+        hashes_by_app: dict[str, list[str]] = {}
+        for app_id, token_hash in keys:
+            hashes_by_app.setdefault(app_id, []).append(token_hash)
+        found: dict[tuple[str, str], _Token] = {}
+        async with self._db.read() as s:
+            for app_id, hashes in hashes_by_app.items():
+                for start in range(0, len(hashes), 500):
+                    rows = await s.execute(
+                        select(
+                            UserTokenRow.token_hash, UserTokenRow.user_id, UserTokenRow.expires_at
+                        ).where(
+                            UserTokenRow.app_id == app_id,
+                            UserTokenRow.token_hash.in_(hashes[start : start + 500]),
+                        )
+                    )
+                    for token_hash, user_id, expires_at in rows:
+                        found[(app_id, token_hash)] = _Token(user_id, expires_at)
+        return found
 
     async def app(self, app_id: str) -> AppInfo | None:
         info: AppInfo | None = self._apps.get(app_id)
