@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         try:
             yield
         finally:
+            await gateway.close()
             await svc.close()
 
     app = ParleyApp(

@@ -30,10 +30,5 @@ def test_nothing_acked_is_lost_doubled_or_let_in(result: Result) -> None:
     result.assert_nothing_lost_doubled_or_let_in(at_least_acked=101)
 
 
-@pytest.mark.xfail(
-    reason="two nodes publish a room's messages in commit order only by chance: a receiver "
-    "can get seq n+1 before seq n when they were stored by different nodes",
-    strict=False,
-)
 def test_every_receiver_gets_each_rooms_messages_in_seq_order(result: Result) -> None:
     assert result.verdict.out_of_order == 0, result.verdict.problems

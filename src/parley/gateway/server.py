@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 from parley.api.deps import host_of, origin_of
 from parley.api.errors import status_of
 from parley.gateway.memberships import RoomsOfUsers
+from parley.gateway.ordering import RoomOrder
 from parley.gateway.protocol import (
     ACK,
     CONNECT,
@@ -350,6 +351,12 @@ class Gateway:
         self._by_room: dict[tuple[str, str], set[Socket]] = {}
         self._rechecks: set[asyncio.Task[None]] = set()
         self._memberships = RoomsOfUsers(services.db)
+        # Each room's new messages leave in seq order, whichever node stored them.
+        self._order = RoomOrder(
+            self._deliver,
+            services.history.after_seq,
+            lambda app, room: (app, room) in self._by_room,
+        )
 
     def attach(self) -> None:
         """Subscribe to the event channel (before the broker starts), and to credential
@@ -357,6 +364,10 @@ class Gateway:
         self._svc.broker.subscribe(CHANNEL, self._on_event)
         self._svc.broker.on_reconnect(self._replay_after_outage)
         self._svc.change_listeners.append(self._on_change)
+
+    async def close(self) -> None:
+        """Stop waiting for messages that a gap held back (the node is stopping)."""
+        await self._order.close()
 
     def _on_change(self, change: Change | None) -> None:
         if change is not None and change.kind in ("profile", "profiles"):
@@ -719,7 +730,7 @@ class Gateway:
             event = Event.decode(raw)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
-        self._deliver(event)
+        self._order.accept(event)
 
     def _deliver(self, event: Event) -> None:
         app_id = event.app_id
@@ -831,8 +842,8 @@ class Gateway:
                 except ParleyError:
                     log.warning("could not replay the broker outage: database unavailable")
                     return
-                for message in missed:
-                    self._deliver(Event(app_id, CHAT_MESSAGE, message, [message["room"]]))
+                for message in missed:  # in order with what came live since
+                    self._order.accept(Event(app_id, CHAT_MESSAGE, message, [message["room"]]))
                 replayed += len(missed)
         log.info("replayed %d messages changed during the broker outage", replayed)
 
