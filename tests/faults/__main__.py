@@ -47,7 +47,7 @@ def shortfalls(key: str, result: Result) -> list[str]:
     missed = []
     if (v.lost, v.duplicated, v.unexpected) != (0, 0, 0):
         missed.append("lost, duplicated or unexpected messages")
-    if key in ("5", "3", "4") and v.out_of_order:
+    if v.out_of_order:
         missed.append("out-of-order messages")
     if key == "2" and facts["fan-out back s"] > 5:
         missed.append("live fan-out not back within 5 s")
