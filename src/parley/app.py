@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import parley
 from parley.api.deps import AuthorizedRoute
 from parley.api.errors import error_response, install_error_handlers
+from parley.api.openapi import openapi_builder
 from parley.api.permissions import access_for
 from parley.api.responses import JSONResponse
 from parley.api.routes import (
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # table in order, so the busiest routes (sending, history) come first.
         app.router.routes.extend(module.router.routes)
     check_permission_table(app)
+    app.openapi = openapi_builder(app)  # type: ignore[method-assign]
     # Web SDK (/sdk/imkit.js, …) and Web URL (/chat): public pages, not REST operations,
     # so they join after the permission-table check and stay out of /openapi.json.
     app.router.routes.extend(web_routes())

@@ -184,6 +184,53 @@ def test_wrong_method(admin: httpx.Client, method: str, path: str) -> None:
     assert response.headers.get("allow")
 
 
+@pytest.mark.parametrize("value", ["0", 1, 0, "yes", "true"])
+def test_booleans_are_json_booleans(admin: httpx.Client, value: object) -> None:
+    # Lax parsing once took these for booleans, against the description's "boolean".
+    response = admin.post("/admin/clients", json={"_id": "strict", "issueAccessToken": value})
+    assert_error(response, 400, "INVALID_REQUEST")
+    response = admin.post("/rooms", json={"_id": "strict", "invitationRequired": value})
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert_error(admin.get("/rooms/strict"), 404, "ROOM_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/rooms/ids", "GET"),
+        ("/rooms/quitted", "GET"),
+        ("/admin/clients/list", "POST"),
+        ("/rooms/x/messages/v3", "GET"),
+        ("/roomPrefs/group/x", "GET"),
+    ],
+)
+def test_wrong_method_names_the_methods_of_the_path_it_matched(
+    admin: httpx.Client, path: str, methods: str
+) -> None:
+    # Not those of the /rooms/{room_id} or /admin/clients/{client_id} it also fits.
+    response = admin.request("OPTIONS", path)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == methods
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/me", "GET, POST"),
+        ("/admin/clients", "GET, POST"),
+        ("/rooms/x", "DELETE, GET, PUT"),
+        ("/me/pref/x", "DELETE, POST"),
+    ],
+)
+def test_wrong_method_lists_every_method_of_the_path(
+    admin: httpx.Client, path: str, methods: str
+) -> None:
+    # Each method of a path is a route of its own: Allow once named only the first.
+    response = admin.request("OPTIONS", path)
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert response.headers["allow"] == methods
+
+
 def test_trailing_slash_is_tolerated(user: httpx.Client, admin: httpx.Client) -> None:
     assert ok(user.get("/me/"))["_id"] == "alice"
     assert ok(user.post("/me/", json={"description": "slash"}))["description"] == "slash"

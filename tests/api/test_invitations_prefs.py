@@ -83,6 +83,32 @@ def test_room_preferences(people: dict[str, httpx.Client], events: Recorder) -> 
     assert_error(alice.post("/roomPrefs/nope", json={"muted": True}), 404, "ROOM_NOT_FOUND")
 
 
+def test_a_group_name_longer_than_its_column_is_refused(people: dict[str, httpx.Client]) -> None:
+    # The column holds 255 characters: SQLite once stored a longer name (answering 200),
+    # where PostgreSQL refused it.
+    alice = people["alice"]
+    room_id = ok(alice.post("/rooms/createAndJoin", json={}))["_id"]
+    group = "g" * 256
+    for response in (
+        alice.post(f"/roomPrefs/{room_id}/group/{group}", json={"sticky": True}),
+        alice.request("DELETE", f"/roomPrefs/{room_id}/group/{group}/sticky"),
+        alice.get(f"/roomPrefs/group/{group}"),
+    ):
+        assert_error(response, 400, "INVALID_REQUEST")
+    assert ok(alice.post(f"/roomPrefs/{room_id}/group/{'g' * 255}", json={"sticky": True}))
+
+
+def test_unsubscribing_an_unknown_device_type_is_refused(
+    people: dict[str, httpx.Client],
+) -> None:
+    # It once answered {"n": 0} as if the type were real.
+    alice = people["alice"]
+    ok(alice.post("/me/subscribe", json={"type": "fcm", "token": "t1", "deviceId": "d1"}))
+    response = alice.post("/me/unsubscribe", json={"type": "pager", "deviceId": "d1"})
+    assert_error(response, 400, "INVALID_REQUEST")
+    assert ok(alice.post("/me/unsubscribe", json={"type": "fcm", "deviceId": "d1"}))["n"] == 1
+
+
 def test_user_preferences(people: dict[str, httpx.Client], events: Recorder) -> None:
     bob = people["bob"]
     assert ok(bob.post("/me/pref/folders-meta", json=[{"key": "a", "name": "A"}])) == {

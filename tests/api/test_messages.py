@@ -214,6 +214,18 @@ def test_search_finds_only_what_the_caller_may_see(people: dict[str, httpx.Clien
     assert_error(
         bob.post("/search", json={"keyword": "hello", "room": private}), 403, "NOT_ROOM_MEMBER"
     )
+    for not_a_whole_number in (False, True, 2.5):
+        response = bob.post("/search", json={"keyword": "hello", "limit": not_a_whole_number})
+        assert_error(response, 400, "INVALID_REQUEST")
+    assert ok(bob.post("/search", json={"keyword": "hello", "limit": 5}))
+    # Values of the wrong type are refused, not taken for the defaults.
+    for wrong in ({"roomTags": {}}, {"roomTags": 0}, {"type": {}}, {"type": 0}):
+        response = bob.post("/search", json={"keyword": "hello", **wrong})
+        assert response.status_code == 400, response.text
+    # A room that is not a room id is refused, not taken for "every room".
+    for not_a_room in ({}, [], 0, False):
+        response = bob.post("/search", json={"keyword": "hello", "room": not_a_room})
+        assert_error(response, 400, "INVALID_REQUEST")
 
 
 def test_batch_sends_to_rooms_and_receivers(

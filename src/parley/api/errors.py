@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from parley.api.responses import JSONResponse
 from parley.services import errors as e
@@ -79,7 +80,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, code, "; ".join(problems) or "Invalid request")
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     # FastAPI raises a bare 400 for bodies it cannot parse at all (too deep, too long).
     codes = {
@@ -91,7 +92,24 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     code = codes.get(exc.status_code, "HTTP_ERROR")
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        # Each method of a path is a route of its own, and the router reports only the
+        # methods of the first one it tried: list every method the path takes.
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
     return error_response(exc.status_code, code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods of the most literal path the request fits (``/rooms/ids`` rather than
+    ``/rooms/{room_id}``), over all its routes."""
+    routes = [r for r in request.app.router.routes if isinstance(r, Route)]
+    fitting = [r.path for r in routes if r.matches(request.scope)[0] is not Match.NONE]
+    path = min(fitting, key=lambda p: p.count("{"), default=None)
+    methods: set[str] = set()
+    for route in routes:
+        if route.path == path:
+            methods |= route.methods or set()
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

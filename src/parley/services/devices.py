@@ -60,6 +60,9 @@ class DeviceService:
     async def unsubscribe(self, caller: Principal, body: dict[str, Any]) -> dict[str, Any]:
         user_id = acting_user(caller)
         device_id = body.get("deviceId")
+        # An unknown type matches no device: a mistake to report, not "nothing removed".
+        if body.get("type") is not None and body["type"] not in DEVICE_TYPES:
+            raise InvalidRequest(f"type must be one of {', '.join(DEVICE_TYPES)}")
         async with self._db.write() as s:
             query = delete(DeviceRow).where(
                 DeviceRow.app_id == caller.app_id, DeviceRow.user_id == user_id

@@ -28,6 +28,9 @@ def check_room_id(value: Any) -> str:
 def int_param(value: Any, name: str, default: int, maximum: int | None = 10_000_000) -> int:
     if value is None or value == "":
         return default
+    # JSON true/false and 2.5 are not whole numbers, though int() would take them.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise InvalidRequest(f"{name} must be a whole number")
     try:
         number = int(value)
     except (TypeError, ValueError):

@@ -77,6 +77,7 @@ class PrefService:
         self, caller: Principal, room_id: str, body: dict[str, Any], group: str = ""
     ) -> dict[str, Any]:
         """Merge ``body`` into the caller's preferences for ``room_id``."""
+        _valid_group(group)
         changes = _valid_room_pref(body)
         async with self._db.write() as s:
             user_id = await require_acting_user(s, caller)
@@ -104,6 +105,7 @@ class PrefService:
         self, caller: Principal, room_id: str, key: str, group: str = ""
     ) -> dict[str, Any]:
         user_id = acting_user(caller)
+        _valid_group(group)
         if key not in ROOM_PREF_KEYS:
             raise InvalidRequest(f"Unknown preference {key!r}")
         async with self._db.write() as s:
@@ -120,6 +122,7 @@ class PrefService:
 
     async def room_prefs(self, caller: Principal, group: str = "") -> dict[str, Any]:
         user_id = acting_user(caller)
+        _valid_group(group)
         async with self._db.read() as s:
             rows = (
                 (
@@ -299,6 +302,14 @@ def _pref_matches(data: dict[str, Any], pref_filter: dict[str, Any]) -> bool:
         elif wanted not in values:
             return False
     return True
+
+
+def _valid_group(group: str) -> None:
+    """A group of the per-group form ("" is the user's own preferences). Its column holds
+    255 characters: checked here, as SQLite would store a longer one that PostgreSQL
+    refuses."""
+    if len(group) > 255 or not group.isprintable():
+        raise InvalidRequest("A group is 1 to 255 printable characters")
 
 
 def _valid_key(key: str) -> None:

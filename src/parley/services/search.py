@@ -56,7 +56,10 @@ class SearchService:
     async def search(self, caller: Principal, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be a JSON object", code="INVALID_BODY")
-        types = body.get("type") or ["messages"]
+        # Absent (or empty) means the default; a value of another type is a mistake.
+        types = body.get("type")
+        if types is None or types == "" or types == []:
+            types = ["messages"]
         if isinstance(types, str):
             types = [types]
         if not isinstance(types, list) or not all(t in SEARCH_TYPES for t in types):
@@ -68,7 +71,8 @@ class SearchService:
             raise InvalidRequest("keyword is required", code="MISSING_PARAMETER")
         if len(keyword) > MAX_KEYWORD:
             raise TooLarge(f"keyword may be at most {MAX_KEYWORD} characters")
-        room_tags = body.get("roomTags") or []
+        room_tags = body.get("roomTags")
+        room_tags = [] if room_tags is None else room_tags
         if not isinstance(room_tags, list) or not all(
             isinstance(t, str) and 0 < len(t) <= 100 for t in room_tags
         ):
@@ -77,7 +81,9 @@ class SearchService:
         if limit > self.max_page:
             raise TooLarge(f"limit may be at most {self.max_page}", code="RESULT_TOO_LARGE")
         limit = limit or DEFAULT_LIMIT
-        only_room = check_room_id(body["room"]) if body.get("room") else None
+        # Only an absent room (or "") means every room: {} or 0 is a mistake, not "all".
+        room = body.get("room")
+        only_room = None if room is None or room == "" else check_room_id(room)
 
         backlog = self._db.search_backlog
         if backlog is not None and ("messages" in types or "files" in types):

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
+from parley.api.openapi import Client, Count, Page, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import ClientBatch, ClientUpsert, Envelope, TokenBind, TokenRevoke
 from parley.services.errors import InvalidRequest
@@ -17,20 +18,32 @@ router = APIRouter(
 )
 
 
-@router.post("/admin/clients", summary="Create or update a user; issue or bind its token")
+@router.post(
+    "/admin/clients",
+    summary="Create or update a user; issue or bind its token",
+    responses=returns(Client),
+)
 async def upsert_client(request: Request, body: ClientUpsert) -> JSONResponse:
     app_id = caller_of(request).app_id
     return ok(await services_of(request).users.upsert(app_id, body.fields()))
 
 
-@router.post("/admin/clients/list", summary="Create or update many users (no tokens)")
+@router.post(
+    "/admin/clients/list",
+    summary="Create or update many users (no tokens)",
+    responses=returns(Count),
+)
 async def upsert_clients(request: Request, body: ClientBatch) -> JSONResponse:
     app_id = caller_of(request).app_id
     count = await services_of(request).users.upsert_many(app_id, [c.fields() for c in body.data])
     return ok({"count": count})
 
 
-@router.get("/admin/clients", summary="List users, with the q filter and paging")
+@router.get(
+    "/admin/clients",
+    summary="List users, with the q filter and paging",
+    responses=returns(Page[Client]),
+)
 async def list_clients(
     request: Request,
     q: Annotated[str | None, Query(max_length=4096)] = None,
@@ -52,7 +65,7 @@ async def list_clients(
     return ok(page)
 
 
-@router.get("/admin/clients/{client_id}", summary="Show one user")
+@router.get("/admin/clients/{client_id}", summary="Show one user", responses=returns(Client))
 async def get_client(request: Request, client_id: str) -> JSONResponse:
     svc, app_id = services_of(request), caller_of(request).app_id
     profile = await svc.users.get(app_id, client_id)

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse, StreamingResponse
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
 from parley.api.errors import error_response
+from parley.api.openapi import File, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import Envelope
 from parley.services.errors import InvalidRequest, TooLarge
@@ -58,6 +59,46 @@ _HOST = re.compile(r"[A-Za-z0-9.\-]+(:\d{1,5})?|\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 # anything else downloads.
 _INLINE = ("image/", "audio/", "video/")
 _ENCODE_SAFE = "!~*'()"  # what JavaScript's encodeURIComponent leaves alone
+
+
+# The upload form as the route parses it (the route reads the body itself).
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        # JSON text of an object: roomID / roomId name the file's room.
+                        "extra": {"type": "string"},
+                    },
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+# The query GET and HEAD of a file read themselves: signedUrlOnly, or a signed URL's own.
+SERVE_QUERY: dict[str, Any] = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+        for name in ("signedUrlOnly", "appID", "expires", "signature")
+    ]
+}
+# GET and HEAD of a file: its bytes (any type), a signed URL in the envelope with
+# signedUrlOnly=1, or 304 for a matching If-None-Match.
+FILE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The bytes, or with signedUrlOnly=1 {url} in the envelope",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}},
+            "*/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+}
 
 
 # -- multipart, streamed ------------------------------------------------------------------
@@ -314,7 +355,12 @@ async def file_stats(
     return ok(await services_of(request).files.stats(caller_of(request), body or {}))
 
 
-@router.post("/files/{bucket}", summary="Upload a file (multipart: file, extra)")
+@router.post(
+    "/files/{bucket}",
+    summary="Upload a file (multipart: file, extra)",
+    openapi_extra=UPLOAD_BODY,
+    responses=returns(File),
+)
 async def upload_file(request: Request, bucket: str) -> JSONResponse:
     files = services_of(request).files
     form = await _form(request)
@@ -339,12 +385,20 @@ async def upload_file(request: Request, bucket: str) -> JSONResponse:
     "/files/{bucket}/{file_id}",
     summary="A file's bytes (signedUrlOnly=1: a URL that opens it without credentials)",
     response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=SERVE_QUERY,
 )
 async def get_file(request: Request, bucket: str, file_id: str) -> Response:
     return await _serve(request, bucket, file_id, thumbnail=False)
 
 
-@router.head("/files/{bucket}/{file_id}", summary="A file's headers", response_class=Response)
+@router.head(
+    "/files/{bucket}/{file_id}",
+    summary="A file's headers",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=SERVE_QUERY,
+)
 async def head_file(request: Request, bucket: str, file_id: str) -> Response:
     return await _serve(request, bucket, file_id, thumbnail=False)
 
@@ -353,19 +407,29 @@ async def head_file(request: Request, bucket: str, file_id: str) -> Response:
     "/files/{bucket}/{file_id}/thumbnail",
     summary="An image's thumbnail (JPEG, at most 320 px a side)",
     response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=SERVE_QUERY,
 )
 async def get_thumbnail(request: Request, bucket: str, file_id: str) -> Response:
     return await _serve(request, bucket, file_id, thumbnail=True)
 
 
 @router.head(
-    "/files/{bucket}/{file_id}/thumbnail", summary="A thumbnail's headers", response_class=Response
+    "/files/{bucket}/{file_id}/thumbnail",
+    summary="A thumbnail's headers",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    openapi_extra=SERVE_QUERY,
 )
 async def head_thumbnail(request: Request, bucket: str, file_id: str) -> Response:
     return await _serve(request, bucket, file_id, thumbnail=True)
 
 
-@router.get("/files/{bucket}/{file_id}/metadata", summary="A file's metadata (File object)")
+@router.get(
+    "/files/{bucket}/{file_id}/metadata",
+    summary="A file's metadata (File object)",
+    responses=returns(File),
+)
 async def file_metadata(request: Request, bucket: str, file_id: str) -> JSONResponse:
     row = await services_of(request).files.find(caller_of(request), bucket, file_id)
     return ok(_with_urls(request, row))

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
+from parley.api.openapi import Group, Page, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import Envelope, GroupUpsert
 
@@ -15,13 +16,13 @@ router = APIRouter(
 )
 
 
-@router.post("/admin/groups", summary="Create or update a user group")
+@router.post("/admin/groups", summary="Create or update a user group", responses=returns(Group))
 async def upsert_group(request: Request, body: GroupUpsert) -> JSONResponse:
     groups = services_of(request).groups
     return ok(await groups.upsert(caller_of(request).app_id, body.fields()))
 
 
-@router.get("/admin/groups", summary="List user groups")
+@router.get("/admin/groups", summary="List user groups", responses=returns(Page[Group]))
 async def list_groups(
     request: Request,
     limit: Annotated[int, Query(ge=0)] = 100,

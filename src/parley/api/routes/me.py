@@ -7,6 +7,7 @@ from dataclasses import replace
 from fastapi import APIRouter, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of, user_of
+from parley.api.openapi import Client, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import DeviceSubscription, Envelope, ProfileUpdate
 from parley.services.auth import Principal
@@ -14,7 +15,7 @@ from parley.services.auth import Principal
 router = APIRouter(route_class=AuthorizedRoute, tags=["me"], responses={200: {"model": Envelope}})
 
 
-@router.get("/me", summary="The calling user's profile")
+@router.get("/me", summary="The calling user's profile", responses=returns(Client))
 async def get_me(request: Request) -> JSONResponse:
     caller, user_id = user_of(request)
     users = services_of(request).users
@@ -25,7 +26,7 @@ async def get_me(request: Request) -> JSONResponse:
     return ok(profile)
 
 
-@router.post("/me", summary="Update the calling user's profile")
+@router.post("/me", summary="Update the calling user's profile", responses=returns(Client))
 async def update_me(request: Request, body: ProfileUpdate) -> JSONResponse:
     caller, user_id = user_of(request)
     users = services_of(request).users

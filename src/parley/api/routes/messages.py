@@ -12,8 +12,21 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from parley.api.deps import AuthorizedRoute, authorize, caller_of, services_of
+from parley.api.openapi import Count, Message, Page, body_of, returns
 from parley.api.responses import JSONResponse, ok
-from parley.api.schemas import Envelope
+from parley.api.schemas import (
+    BadgesByTags,
+    BadgesByTagsAndTime,
+    BatchSend,
+    Envelope,
+    HideBySender,
+    HideMessages,
+    HideRoom,
+    ReactionAdd,
+    Search,
+    SendAs,
+    TokenBadges,
+)
 from parley.services.errors import InvalidRequest
 
 router = APIRouter(
@@ -105,16 +118,26 @@ router.add_api_route(
     methods=["POST"],
     summary="Send a message; with _id edit it; with messageType recall, recall it",
     openapi_extra=JSON_OBJECT_BODY,
+    responses=returns(Message),
     route_class_override=DirectRoute,
 )
 
 
-@router.post("/messages", summary="Send a message as any user (API Key)")
+@router.post(
+    "/messages",
+    summary="Send a message as any user (API Key)",
+    responses=returns(Message),
+    openapi_extra=body_of(SendAs),
+)
 async def send_as(request: Request, body: AnyBody) -> JSONResponse:
     return ok(await services_of(request).messaging.send_as(caller_of(request), body))
 
 
-@router.post("/messages/batch", summary="Queue one message for many rooms or receivers")
+@router.post(
+    "/messages/batch",
+    summary="Queue one message for many rooms or receivers",
+    openapi_extra=body_of(BatchSend),
+)
 async def send_batch(request: Request, body: AnyBody) -> JSONResponse:
     return ok(await services_of(request).batches.submit(caller_of(request), body))
 
@@ -136,13 +159,21 @@ async def delete_message(request: Request, room_id: str, message_id: str) -> JSO
     return ok(result, rm="Message deleted successfully")
 
 
-@router.post("/messages/user-delete", summary="Hide messages for the caller only")
+@router.post(
+    "/messages/user-delete",
+    summary="Hide messages for the caller only",
+    openapi_extra=body_of(HideMessages),
+)
 async def hide_for_me(request: Request, body: AnyBody) -> JSONResponse:
     messaging = services_of(request).messaging
     return ok(await messaging.hide_for_me(caller_of(request), body, everything=False))
 
 
-@router.post("/messages/user-delete/all-in-room", summary="Hide a room's messages for the caller")
+@router.post(
+    "/messages/user-delete/all-in-room",
+    summary="Hide a room's messages for the caller",
+    openapi_extra=body_of(HideRoom),
+)
 async def hide_all_for_me(request: Request, body: AnyBody) -> JSONResponse:
     messaging = services_of(request).messaging
     return ok(await messaging.hide_for_me(caller_of(request), body, everything=True))
@@ -167,7 +198,11 @@ async def unpin(request: Request, message_id: str) -> JSONResponse:
     return ok(await messaging.set_pinned(caller_of(request), message_id, False))
 
 
-@router.post("/messages/{message_id}/reaction", summary="Add the caller's reaction")
+@router.post(
+    "/messages/{message_id}/reaction",
+    summary="Add the caller's reaction",
+    openapi_extra=body_of(ReactionAdd),
+)
 async def add_reaction(request: Request, message_id: str, body: AnyBody) -> JSONResponse:
     reaction = body.get("reaction") if isinstance(body, dict) else None
     messaging = services_of(request).messaging
@@ -196,13 +231,21 @@ async def unhide(request: Request, message_id: str) -> JSONResponse:
     return ok(await messaging.set_hidden(caller_of(request), message_id, False))
 
 
-@router.post("/messages/hide-by-sender-in-room", summary="Hide a sender's messages in a room")
+@router.post(
+    "/messages/hide-by-sender-in-room",
+    summary="Hide a sender's messages in a room",
+    openapi_extra=body_of(HideBySender),
+)
 async def hide_by_sender(request: Request, body: AnyBody) -> JSONResponse:
     messaging = services_of(request).messaging
     return ok(await messaging.hide_by_sender(caller_of(request), body, True))
 
 
-@router.post("/messages/unhide-by-sender-in-room", summary="Show a sender's messages again")
+@router.post(
+    "/messages/unhide-by-sender-in-room",
+    summary="Show a sender's messages again",
+    openapi_extra=body_of(HideBySender),
+)
 async def unhide_by_sender(request: Request, body: AnyBody) -> JSONResponse:
     messaging = services_of(request).messaging
     return ok(await messaging.hide_by_sender(caller_of(request), body, False))
@@ -211,7 +254,11 @@ async def unhide_by_sender(request: Request, body: AnyBody) -> JSONResponse:
 # -- reading -------------------------------------------------------------------------
 
 
-@router.get("/rooms/{room_id}/messages/v3", summary="A page of a room's history")
+@router.get(
+    "/rooms/{room_id}/messages/v3",
+    summary="A page of a room's history",
+    responses=returns(Page[Message]),
+)
 async def history_v3(
     request: Request,
     room_id: str,
@@ -226,7 +273,11 @@ async def history_v3(
     return ok(await history.page(caller_of(request), room_id, _params(request)))
 
 
-@router.get("/rooms/{room_id}/messages", summary="A page of a room's history (deprecated)")
+@router.get(
+    "/rooms/{room_id}/messages",
+    summary="A page of a room's history (deprecated)",
+    responses=returns(Page[Message]),
+)
 async def history_legacy(
     request: Request,
     room_id: str,
@@ -257,7 +308,11 @@ async def pinned_alias(request: Request, room_id: str) -> JSONResponse:
     return ok(await services_of(request).history.pinned(caller_of(request), room_id))
 
 
-@router.get("/rooms/{room_id}/messages/{message_id}", summary="Messages around one message")
+@router.get(
+    "/rooms/{room_id}/messages/{message_id}",
+    summary="Messages around one message",
+    responses=returns(Page[Message]),
+)
 async def window(
     request: Request,
     room_id: str,
@@ -269,7 +324,11 @@ async def window(
     return ok(await history.window(caller_of(request), room_id, message_id, _params(request)))
 
 
-@router.get("/rooms/{room_id}/count", summary="How many messages changed after a time")
+@router.get(
+    "/rooms/{room_id}/count",
+    summary="How many messages changed after a time",
+    responses=returns(Count),
+)
 async def count(
     request: Request,
     room_id: str,
@@ -286,7 +345,11 @@ async def recent(
     return ok(await services_of(request).history.recent(caller_of(request), _params(request)))
 
 
-@router.get("/admin/messages", summary="Every room's messages, newest first (API Key)")
+@router.get(
+    "/admin/messages",
+    summary="Every room's messages, newest first (API Key)",
+    responses=returns(Page[Message]),
+)
 async def all_messages(
     request: Request,
     startDate: Annotated[str | None, Query(max_length=40)] = None,
@@ -309,7 +372,11 @@ async def my_badge(
     return ok(await badges.my_badge(caller_of(request), roomTags or []))
 
 
-@router.post("/badges/byRoomTags", summary="The caller's unread counts per room tag")
+@router.post(
+    "/badges/byRoomTags",
+    summary="The caller's unread counts per room tag",
+    openapi_extra=body_of(BadgesByTags, required=False),
+)
 async def badges_by_tags(request: Request, body: AnyBody = None) -> JSONResponse:
     return ok(await services_of(request).badges.by_room_tags(caller_of(request), body))
 
@@ -317,13 +384,18 @@ async def badges_by_tags(request: Request, body: AnyBody = None) -> JSONResponse
 @router.post(
     "/badges/byRoomTagsAndTime",
     summary="The caller's unread counts per room tag, of messages sent before a time",
+    openapi_extra=body_of(BadgesByTagsAndTime),
 )
 async def badges_by_tags_and_time(request: Request, body: AnyBody) -> JSONResponse:
     badges = services_of(request).badges
     return ok(await badges.by_room_tags_and_time(caller_of(request), body))
 
 
-@router.post("/badges", summary="Unread totals of the users of several tokens (Client Key)")
+@router.post(
+    "/badges",
+    summary="Unread totals of the users of several tokens (Client Key)",
+    openapi_extra=body_of(TokenBadges),
+)
 async def badges_for_tokens(request: Request, body: AnyBody) -> JSONResponse:
     return ok(await services_of(request).badges.for_tokens(caller_of(request), body))
 
@@ -331,6 +403,10 @@ async def badges_for_tokens(request: Request, body: AnyBody) -> JSONResponse:
 # -- search --------------------------------------------------------------------------
 
 
-@router.post("/search", summary="Search messages, files and rooms the caller can see")
+@router.post(
+    "/search",
+    summary="Search messages, files and rooms the caller can see",
+    openapi_extra=body_of(Search),
+)
 async def search(request: Request, body: AnyBody) -> JSONResponse:
     return ok(await services_of(request).search.search(caller_of(request), body))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
+from parley.api.openapi import Count, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import Envelope
 
@@ -16,6 +17,7 @@ router = APIRouter(
 @router.get(
     "/admin/connection-count",
     summary="Authenticated sockets the application has open, on every node",
+    responses=returns(Count),
 )
 async def connection_count(request: Request) -> JSONResponse:
     presence = services_of(request).presence

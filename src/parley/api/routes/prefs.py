@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
+from parley.api.openapi import RoomPref, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import Envelope, RoomPrefUpdate
 
@@ -16,7 +17,11 @@ router = APIRouter(
 )
 
 
-@router.post("/roomPrefs/{room_id}", summary="Set the caller's preferences of a room")
+@router.post(
+    "/roomPrefs/{room_id}",
+    summary="Set the caller's preferences of a room",
+    responses=returns(RoomPref),
+)
 async def set_room_pref(request: Request, room_id: str, body: RoomPrefUpdate) -> JSONResponse:
     prefs = services_of(request).prefs
     return ok(await prefs.set_room_pref(caller_of(request), room_id, body.fields()))
@@ -33,7 +38,11 @@ async def delete_room_pref(request: Request, room_id: str, key: str) -> JSONResp
     return ok(await prefs.delete_room_pref_key(caller_of(request), room_id, key))
 
 
-@router.post("/roomPrefs/{room_id}/group/{group}", summary="Set a room preference per group")
+@router.post(
+    "/roomPrefs/{room_id}/group/{group}",
+    summary="Set a room preference per group",
+    responses=returns(RoomPref),
+)
 async def set_group_room_pref(
     request: Request, room_id: str, group: str, body: RoomPrefUpdate
 ) -> JSONResponse:

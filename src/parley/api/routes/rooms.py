@@ -9,6 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 
 from parley.api.deps import AuthorizedRoute, caller_of, services_of
+from parley.api.openapi import Page, Room, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import (
     Envelope,
@@ -38,19 +39,25 @@ def _json_query(text: str | None, name: str) -> Any:
         raise InvalidRequest(f"{name} must be JSON", code="INVALID_QUERY") from None
 
 
-@router.post("/rooms", summary="Create a room with the listed members (API Key)")
+@router.post(
+    "/rooms", summary="Create a room with the listed members (API Key)", responses=returns(Room)
+)
 async def create_room(request: Request, body: RoomCreate) -> JSONResponse:
     rooms = services_of(request).rooms
     return ok(await rooms.create(caller_of(request), body.fields(), join=False))
 
 
-@router.post("/rooms/createAndJoin", summary="Create a room, join it, add the invitees")
+@router.post(
+    "/rooms/createAndJoin",
+    summary="Create a room, join it, add the invitees",
+    responses=returns(Room),
+)
 async def create_and_join(request: Request, body: RoomCreate) -> JSONResponse:
     rooms = services_of(request).rooms
     return ok(await rooms.create(caller_of(request), body.fields(), join=True))
 
 
-@router.get("/rooms", summary="The caller's rooms")
+@router.get("/rooms", summary="The caller's rooms", responses=returns(Page[Room]))
 async def list_rooms(
     request: Request,
     skip: Annotated[int | None, Query(ge=0)] = None,
@@ -97,7 +104,7 @@ async def my_invitations(request: Request) -> JSONResponse:
     return ok(await services_of(request).rooms.my_invitations(caller_of(request)))
 
 
-@router.get("/rooms/{room_id}", summary="One room, with its members")
+@router.get("/rooms/{room_id}", summary="One room, with its members", responses=returns(Room))
 async def get_room(request: Request, room_id: str) -> JSONResponse:
     svc, caller = services_of(request), caller_of(request)
     room = await svc.rooms.get(caller, room_id)
@@ -110,7 +117,9 @@ async def room_exists(request: Request, room_id: str) -> JSONResponse:
     return ok({"exists": await services_of(request).rooms.exists(caller_of(request), room_id)})
 
 
-@router.put("/rooms/{room_id}", summary="Change a room (status 0 freezes it)")
+@router.put(
+    "/rooms/{room_id}", summary="Change a room (status 0 freezes it)", responses=returns(Room)
+)
 async def update_room(request: Request, room_id: str, body: RoomUpdate) -> JSONResponse:
     rooms = services_of(request).rooms
     return ok(await rooms.update(caller_of(request), room_id, body.fields()))
@@ -121,7 +130,7 @@ async def delete_room(request: Request, room_id: str) -> JSONResponse:
     return ok(await services_of(request).rooms.delete(caller_of(request), room_id))
 
 
-@router.post("/rooms/{room_id}/join", summary="Join a room")
+@router.post("/rooms/{room_id}/join", summary="Join a room", responses=returns(Room))
 async def join_room(
     request: Request, room_id: str, body: Annotated[RoomJoin | None, Body()] = None
 ) -> JSONResponse:
