@@ -33,7 +33,7 @@ from parley.api.routes import (
 )
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
 from parley.config import Settings
-from parley.dashboard import DashboardMount, create_dashboard
+from parley.dashboard import DashboardFront, create_dashboard
 from parley.gateway.server import PATHS as GATEWAY_PATHS
 from parley.gateway.server import Gateway
 from parley.services.container import Services
@@ -103,21 +103,25 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(ImkitCompat)
     # The operators' dashboard: pages under /dashboard, outside the API's route table,
     # middlewares and OpenAPI schema (see parley.dashboard).
-    app.add_middleware(DashboardMount, dashboard=create_dashboard(svc))
+    app.parley_dashboard = DashboardFront(create_dashboard(svc))
     app.parley_gateway = gateway
     return app
 
 
 class ParleyApp(FastAPI):
-    """The FastAPI app, with ``/socket.io/`` going to the real-time gateway before
-    FastAPI and its middleware stack: a socket's handshake crosses none of them, and
-    none of their frames stay on its handler's stack for the socket's whole life."""
+    """The FastAPI app, with ``/socket.io/`` going to the real-time gateway and
+    ``/dashboard`` to the operators' pages before FastAPI and its middleware stack: a
+    socket's handshake crosses none of them (nor do their frames stay on its handler's
+    stack for the socket's whole life), and an API request crosses no dashboard layer."""
 
     parley_gateway: Gateway
+    parley_dashboard: DashboardFront
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] in GATEWAY_PATHS:
             await self.parley_gateway(scope, receive, send)
+            return
+        if await self.parley_dashboard.serve(scope, receive, send):
             return
         await super().__call__(scope, receive, send)
 

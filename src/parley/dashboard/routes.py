@@ -782,21 +782,22 @@ def create_dashboard(services: Services) -> Starlette:
     return app
 
 
-class DashboardMount:
+class DashboardFront:
     """``/dashboard`` goes to the dashboard app, before the API's middlewares (which speak
     JSON and reshape request bodies for IMKIT clients); ``/`` leads there too."""
 
-    def __init__(self, app: ASGIApp, dashboard: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, dashboard: ASGIApp) -> None:
         self.dashboard = dashboard
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path == PREFIX or path.startswith(PREFIX + "/"):
-                await self.dashboard(scope, receive, send)
-                return
-            if path == "/" and scope["method"] in ("GET", "HEAD"):
-                await RedirectResponse(PREFIX, status_code=307)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer a request of the dashboard's (True), or leave it to the API (False)."""
+        if scope["type"] != "http":
+            return False
+        path: str = scope["path"]
+        if path == PREFIX or path.startswith(PREFIX + "/"):
+            await self.dashboard(scope, receive, send)
+            return True
+        if path == "/" and scope["method"] in ("GET", "HEAD"):
+            await RedirectResponse(PREFIX, status_code=307)(scope, receive, send)
+            return True
+        return False
