@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from parley.services.batched import BatchedLookup
+from parley.services.batched import BatchedLookup, chunks_by_app
 from parley.storage.db import Database
 from parley.storage.tables import GroupMemberRow, RoomMemberRow
-
-BATCH = 500  # users per statement (well under every database's limit on parameters)
 
 _GROUPS = select(GroupMemberRow.user_id, GroupMemberRow.group_id)
 _ROOMS = select(RoomMemberRow.user_id, RoomMemberRow.room_id)
@@ -33,30 +31,25 @@ class RoomsOfUsers:
         return set() if rooms is None else set(rooms)  # a set of the caller's own
 
     async def _read(self, keys: list[Key]) -> dict[Key, set[str]]:
-        users_by_app: dict[str, list[str]] = {}
-        for app_id, user_id in keys:
-            users_by_app.setdefault(app_id, []).append(user_id)
         found: dict[Key, set[str]] = {}
         async with self._db.read() as s:
-            for app_id, users in users_by_app.items():
-                for start in range(0, len(users), BATCH):
-                    chunk = users[start : start + BATCH]
-                    # Who holds each membership: the user itself, or a group of users.
-                    holders: dict[str, list[str]] = {user: [user] for user in chunk}
-                    groups = await s.execute(
-                        _GROUPS.where(
-                            GroupMemberRow.app_id == app_id, GroupMemberRow.user_id.in_(chunk)
-                        )
+            for app_id, chunk in chunks_by_app(keys):
+                # Who holds each membership: the user itself, or a group of users.
+                holders: dict[str, list[str]] = {user: [user] for user in chunk}
+                groups = await s.execute(
+                    _GROUPS.where(
+                        GroupMemberRow.app_id == app_id, GroupMemberRow.user_id.in_(chunk)
                     )
-                    for user_id, group_id in groups:
-                        holders.setdefault(group_id, []).append(user_id)
-                    rooms = await s.execute(
-                        _ROOMS.where(
-                            RoomMemberRow.app_id == app_id,
-                            RoomMemberRow.user_id.in_(list(holders)),
-                        )
+                )
+                for user_id, group_id in groups:
+                    holders.setdefault(group_id, []).append(user_id)
+                rooms = await s.execute(
+                    _ROOMS.where(
+                        RoomMemberRow.app_id == app_id,
+                        RoomMemberRow.user_id.in_(list(holders)),
                     )
-                    for holder, room_id in rooms:
-                        for user_id in holders[holder]:
-                            found.setdefault((app_id, user_id), set()).add(room_id)
+                )
+                for holder, room_id in rooms:
+                    for user_id in holders[holder]:
+                        found.setdefault((app_id, user_id), set()).add(room_id)
         return found

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from parley.background import cancel_and_wait
 from parley.services.events import CHAT_MESSAGE, Event
 
 log = logging.getLogger("parley.gateway")
@@ -89,10 +90,7 @@ class RoomOrder:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        reads = list(self._reads.values())
-        for task in reads:
-            task.cancel()
-        await asyncio.gather(*reads, return_exceptions=True)
+        await cancel_and_wait(*self._reads.values())
 
     # -- the gap ---------------------------------------------------------------------------
 

@@ -68,7 +68,6 @@ from parley.services.container import Services
 from parley.services.errors import AuthError, InvalidRequest, InvalidToken, ParleyError
 from parley.services.events import CHANNEL, CHAT_MESSAGE, ROOM, ROOM_DELETED, TYPING, Event
 from parley.services.messages import RECALL
-from parley.services.rooms import TYPING_INTERVAL_MS
 from parley.services.users import user_embedded
 
 log = logging.getLogger("parley.gateway")
@@ -82,7 +81,6 @@ RESUME_PAGE = 500
 RESUME_WAIT = 10.0  # seconds a resume waits for its client to read before giving up
 MAX_SEQ = 2**63 - 1  # the database's largest integer
 CLOSE_WAIT = 1.0  # seconds the close frame may wait for a client that stopped reading
-TYPING_GAP = TYPING_INTERVAL_MS / 1000
 OUTAGE_MARGIN_MS = 5_000
 MAX_OUTAGE_REPLAY = 10_000  # per 500 rooms of an app; clients further behind resume
 
@@ -140,7 +138,6 @@ class Socket:
         "sends",
         "sid",
         "task",
-        "typed",
         "wire",
     )
 
@@ -181,7 +178,6 @@ class Socket:
         self.idle = False  # that handler waits for the client's next frame
         self.dropped = False  # the server cancelled that wait (see Gateway._drop)
         self.close_code = 1000
-        self.typed: dict[str, float] | None = None  # room → when its last typing was relayed
         self.sends: set[asyncio.Task[None]] | None = None  # chat messages being stored
         self.counted = False  # in presence (authenticated, not yet forgotten)
         self.pinger: asyncio.TimerHandle | None = None
@@ -592,15 +588,10 @@ class Gateway:
             if isinstance(room_id, dict):
                 room_id = room_id.get("room") or room_id.get("roomId")
             room = str(room_id or "")
-            # Not a room of its user, or relayed less than a second ago: nothing would be
-            # relayed, so no database read either (a client may send thousands at once).
-            now = time.monotonic()
-            typed = sock.typed
-            if typed is None:
-                typed = sock.typed = {}
-            if room not in sock.rooms or now - typed.get(room, -TYPING_GAP) < TYPING_GAP:
+            # Not a room of its user: nothing to relay, no database read (a client may send
+            # thousands at once). The room service throttles the rest before any read.
+            if room not in sock.rooms:
                 return True
-            typed[room] = now
             with contextlib.suppress(ParleyError):
                 await self._svc.rooms.typing(sock.principal, room, None)
             return True

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from parley.services import crypto
-from parley.services.batched import BatchedLookup
+from parley.services.batched import BatchedLookup, chunks_by_app
 from parley.services.clock import now_ms
 from parley.services.errors import (
     ClientKeyMismatch,
@@ -366,23 +366,16 @@ class Authenticator:
         return token
 
     async def _read_tokens(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], _Token]:
-        hashes_by_app: dict[str, list[str]] = {}
-        for app_id, token_hash in keys:
-            hashes_by_app.setdefault(app_id, []).append(token_hash)
         found: dict[tuple[str, str], _Token] = {}
         async with self._db.read() as s:
-            for app_id, hashes in hashes_by_app.items():
-                for start in range(0, len(hashes), 500):
-                    rows = await s.execute(
-                        select(
-                            UserTokenRow.token_hash, UserTokenRow.user_id, UserTokenRow.expires_at
-                        ).where(
-                            UserTokenRow.app_id == app_id,
-                            UserTokenRow.token_hash.in_(hashes[start : start + 500]),
-                        )
-                    )
-                    for token_hash, user_id, expires_at in rows:
-                        found[(app_id, token_hash)] = _Token(user_id, expires_at)
+            for app_id, hashes in chunks_by_app(keys):
+                rows = await s.execute(
+                    select(
+                        UserTokenRow.token_hash, UserTokenRow.user_id, UserTokenRow.expires_at
+                    ).where(UserTokenRow.app_id == app_id, UserTokenRow.token_hash.in_(hashes))
+                )
+                for token_hash, user_id, expires_at in rows:
+                    found[(app_id, token_hash)] = _Token(user_id, expires_at)
         return found
 
     async def app(self, app_id: str) -> AppInfo | None:

@@ -13,11 +13,24 @@ committed before it asked, as a read of its own would.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+CHUNK = 500  # ids per statement (well under every database's limit on parameters)
+
+
+def chunks_by_app(keys: list[tuple[str, str]]) -> Iterator[tuple[str, list[str]]]:
+    """``(app id, ids)`` for ``(app id, id)`` keys: one app at a time, ``CHUNK`` ids at a
+    time, as a batched read asks for them."""
+    by_app: dict[str, list[str]] = {}
+    for app_id, key in keys:
+        by_app.setdefault(app_id, []).append(key)
+    for app_id, ids in by_app.items():
+        for start in range(0, len(ids), CHUNK):
+            yield app_id, ids[start : start + CHUNK]
 
 
 class BatchedLookup(Generic[K, V]):

@@ -31,7 +31,6 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from parley.background import cancel_and_wait
 from parley.services.clock import iso, now_ms, utc_day
@@ -306,9 +305,8 @@ class Presence:
                 known = [a for a in rises if a in live]  # not deleted meanwhile
                 if not known:
                     return
-                dialect = sqlite if self._db.is_sqlite else postgresql
                 await s.execute(
-                    dialect.insert(SocketPeakRow).on_conflict_do_nothing(),
+                    self._db.insert_ignoring_duplicates(SocketPeakRow),
                     [{"app_id": a, "day": day, "peak": 0} for a in known],
                 )
                 table = cast(Table, SocketPeakRow.__table__)

@@ -66,7 +66,7 @@ class UsageRecorder:
                 # Nodes flush the same (key, day) rows: create the missing ones without
                 # failing on another node's insert, then lock them while adding, so no
                 # node's counts overwrite another's.
-                insert = _insert_ignoring_duplicates(db.is_sqlite)
+                insert = db.insert_ignoring_duplicates(KeyUsageRow)
                 await s.execute(
                     insert.values(
                         [
@@ -101,16 +101,6 @@ class UsageRecorder:
                 kept.rejections += tally.rejections
                 kept.origins |= tally.origins
                 kept.last_used_at = max(kept.last_used_at, tally.last_used_at)
-
-
-def _insert_ignoring_duplicates(sqlite: bool) -> Any:
-    if sqlite:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(KeyUsageRow).on_conflict_do_nothing()
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    return pg_insert(KeyUsageRow).on_conflict_do_nothing()
 
 
 async def usage_report(db: Database, app_id: str) -> list[dict[str, Any]]:

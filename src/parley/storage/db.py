@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import re2
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import (
@@ -232,6 +233,12 @@ class Database:
             session.begin(),
         ):
             yield session
+
+    def insert_ignoring_duplicates(self, table: Any) -> Any:
+        """``INSERT`` into ``table`` that skips rows whose key exists (another node may
+        insert the same row at the same moment): ``ON CONFLICT DO NOTHING``."""
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(table).on_conflict_do_nothing()
 
     async def run_in_transaction(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(connection)`` in one write transaction, committed when it returns.
