@@ -370,6 +370,9 @@ def test_every_page(browser: Any, dash: Server, showcase: dict[str, str], device
             page.goto(f"{base}/apps/{busy}/usage")
         connections = page.locator(".stat").filter(has_text="Connections now")
         expect(connections.locator(".stat-value")).to_have_text("3")
+        expect(connections.locator(".stat-note")).to_contain_text("peak today 3")
+        expect(page.get_by_role("heading", name="Peak connections per day")).to_be_visible()
+        assert section(page, "Peak connections per day").locator("svg.chart").count() == 1
         expect(page.get_by_role("heading", name="Requests per day")).to_be_visible()
         assert page.locator("svg.chart").count() >= 4
         rejections = section(page, "Rejections by error code")
@@ -377,6 +380,8 @@ def test_every_page(browser: Any, dash: Server, showcase: dict[str, str], device
         expect(page.locator("code.chip", has_text="https://app.acme.example")).to_be_visible()
         _check_page(page, device)
         shoot(page, f"dashboard-usage-{device}")
+        page.reload()  # the sockets have closed: the day's peak was kept
+        expect(connections.locator(".stat-note")).to_contain_text("peak today 3")
 
         page.goto(f"{base}/apps/{quiet}/usage")
         expect(page.get_by_text("No requests in the last 30 days.")).to_be_visible()

@@ -589,6 +589,7 @@ def test_usage_with_no_data_shows_empty_states(dash: Server) -> None:
         assert "No requests in the last 30 days" in page.text
         assert "No messages yet" in page.text
         assert "No rejections" in page.text
+        assert "No connections yet" in page.text
 
 
 def test_usage_counts_requests_rejections_origins_and_messages(dash: Server) -> None:

@@ -68,10 +68,6 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.on_writable is not None:
             self.on_writable()
 
-    def can_write(self) -> bool:
-        """Whether a frame written now goes out in order: not paused, not closing."""
-        return not self.paused and not self.transport.is_closing()
-
     def write(self, frame: bytes) -> None:
         """A complete frame (see :func:`text_frame`), after those written before it."""
         self.transport.write(frame)
