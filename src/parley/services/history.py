@@ -25,7 +25,14 @@ from parley.services.query_filter import build_filter
 from parley.services.rooms import RoomService
 from parley.services.users import UserService, user_embedded
 from parley.storage.db import Database
-from parley.storage.tables import HiddenMessageRow, MessageRow, RoomMemberRow, RoomRow
+from parley.storage.tables import (
+    MEMBERSHIP_ROOM,
+    ROOM_ACTIVITY,
+    HiddenMessageRow,
+    MessageRow,
+    RoomMemberRow,
+    RoomRow,
+)
 
 DEFAULT_PAGE = 20
 RECENT_ROOMS = 100
@@ -167,11 +174,12 @@ class HistoryService:
                 (
                     await s.execute(
                         select(RoomMemberRow)
+                        .join(RoomRow, MEMBERSHIP_ROOM)
                         .where(
                             RoomMemberRow.app_id == caller.app_id,
                             RoomMemberRow.user_id == user_id,
                         )
-                        .order_by(RoomMemberRow.activity_at.desc())
+                        .order_by(ROOM_ACTIVITY.desc(), RoomMemberRow.room_id)
                         .limit(RECENT_ROOMS)
                     )
                 ).scalars()

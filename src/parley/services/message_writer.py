@@ -91,7 +91,7 @@ UPDATE_ROOM = (
 BUMP_ROOM_MEMBERS = (
     update(_members)
     .where(_members.c.app_id == bindparam("k_app"), _members.c.room_id == bindparam("k_room"))
-    .values(activity_at=bindparam("k_now"), badge=_members.c.badge + bindparam("k_count"))
+    .values(badge=_members.c.badge + bindparam("k_count"))
 )
 UNBUMP_SENDER = (
     update(_members)
@@ -448,7 +448,7 @@ def _store_app(
     _execute_rows(
         conn,
         BUMP_ROOM_MEMBERS,
-        [{"k_app": app_id, "k_room": r, "k_now": now, "k_count": n} for r, n in bumps.items()],
+        [{"k_app": app_id, "k_room": r, "k_count": n} for r, n in bumps.items()],
     )
     _execute_rows(
         conn,

@@ -230,9 +230,9 @@ async def append_message(
     s: AsyncSession, room: RoomRow, sender: str | None, message_type: str, fields: dict[str, Any]
 ) -> MessageRow:
     """Store a system message in ``room`` inside the caller's transaction: the next
-    sequence number of the room, the room's last message, +1 badge for every other
-    member, and the room's new activity time on every membership (the sort key of
-    ``GET /rooms``). Sends take the batched path of the message writer instead."""
+    sequence number of the room, the room's last message and activity time (the sort key
+    of ``GET /rooms``), +1 badge for every other member. Sends take the batched path of
+    the message writer instead."""
     now = now_ms()
     room.last_seq += 1
     room.message_count += 1
@@ -254,7 +254,6 @@ async def append_message(
     room.last_message_id = row.id
     room.last_message_at = now
     members = (RoomMemberRow.app_id == room.app_id, RoomMemberRow.room_id == room.id)
-    await s.execute(update(RoomMemberRow).where(*members).values(activity_at=now))
     bump = update(RoomMemberRow).where(*members).values(badge=RoomMemberRow.badge + 1)
     if sender is not None:
         bump = bump.where(RoomMemberRow.user_id != sender)

@@ -58,6 +58,8 @@ from parley.services.prefs import PrefService
 from parley.services.users import UserService, user_embedded
 from parley.storage.db import Database
 from parley.storage.tables import (
+    MEMBERSHIP_ROOM,
+    ROOM_ACTIVITY,
     GroupRow,
     InvitationRow,
     MessageRow,
@@ -250,26 +252,24 @@ class RoomService:
                 room_col: Any = RoomRow.id
                 activity = func.coalesce(RoomRow.last_message_at, RoomRow.created_at)
                 base = select(RoomRow.id).where(RoomRow.app_id == caller.app_id)
-            else:  # the caller's memberships, newest activity first, from one index
+            else:  # the caller's memberships, with their rooms' activity
                 room_col = RoomMemberRow.room_id
-                activity = RoomMemberRow.activity_at
+                activity = ROOM_ACTIVITY
                 badge = RoomMemberRow.badge
                 holders = [caller.user_id, *await groups_of(s, caller.app_id, caller.user_id)]
-                base = select(RoomMemberRow.room_id).where(
-                    RoomMemberRow.app_id == caller.app_id,
-                    RoomMemberRow.user_id.in_(holders),
+                base = (
+                    select(RoomMemberRow.room_id)
+                    .join(RoomRow, MEMBERSHIP_ROOM)
+                    .where(
+                        RoomMemberRow.app_id == caller.app_id,
+                        RoomMemberRow.user_id.in_(holders),
+                    )
                 )
                 grouped = len(holders) > 1  # a room may come directly and through a group
                 if grouped:
                     base = base.group_by(RoomMemberRow.room_id)
-                    activity = func.max(RoomMemberRow.activity_at)
+                    activity = func.max(ROOM_ACTIVITY)
                     badge = func.max(RoomMemberRow.badge)
-                if any(key == "created" for key, _ in order):
-                    base = base.join(
-                        RoomRow,
-                        (RoomRow.app_id == RoomMemberRow.app_id)
-                        & (RoomRow.id == RoomMemberRow.room_id),
-                    )
             if after is not None:
                 base = base.having(activity > after) if grouped else base.where(activity > after)
             base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
@@ -305,8 +305,9 @@ class RoomService:
             ).scalar()
             query = (
                 select(RoomMemberRow.room_id)
+                .join(RoomRow, MEMBERSHIP_ROOM)
                 .where(*where)
-                .order_by(RoomMemberRow.activity_at.desc(), RoomMemberRow.room_id)
+                .order_by(ROOM_ACTIVITY.desc(), RoomMemberRow.room_id)
                 .offset(skip)
             )
             if limit:
@@ -1139,7 +1140,6 @@ def _membership(room: RoomRow, user_id: str, now: int) -> RoomMemberRow:
         mentioned=False,
         properties={},
         joined_at=now,
-        activity_at=room.last_message_at or room.created_at,
         read_seq=room.last_seq,  # a member's unread count starts at joining
     )
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -204,9 +205,9 @@ class RoomRow(Base):
 
 
 class RoomMemberRow(Base):
-    """A member of a room, with its read state and properties. ``activity_at`` copies the
-    room's last activity so that a user's rooms can be listed, newest first, from an index
-    on the membership alone — the cost of ``GET /rooms`` must not grow with membership."""
+    """A member of a room, with its read state and properties. The room's last activity
+    stays on the room (see migration 0011): a send rewrites each member's unread counter,
+    which no index holds, and nothing else of the membership."""
 
     __tablename__ = "room_members"
 
@@ -222,16 +223,19 @@ class RoomMemberRow(Base):
     read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
     joined_at: Mapped[int] = mapped_column(BigInteger)
-    activity_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (
         ForeignKeyConstraint(
             ["app_id", "room_id"], ["rooms.app_id", "rooms.id"], ondelete="CASCADE"
         ),
-        Index("ix_room_members_user_activity", "app_id", "user_id", "activity_at"),
         # A member's rooms from the index alone (the gateway reads them at every connect).
         Index("ix_room_members_user_room", "app_id", "user_id", "room_id"),
     )
+
+
+# A membership's room, for joins; and a room's last activity, which orders room lists.
+MEMBERSHIP_ROOM = (RoomRow.app_id == RoomMemberRow.app_id) & (RoomRow.id == RoomMemberRow.room_id)
+ROOM_ACTIVITY = func.coalesce(RoomRow.last_message_at, RoomRow.created_at)
 
 
 class RoomTagRow(Base):
