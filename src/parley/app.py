@@ -32,6 +32,7 @@ from parley.api.routes import (
     rooms,
 )
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
+from parley.api.send_lane import SendLane
 from parley.config import Settings
 from parley.dashboard import DashboardFront, create_dashboard
 from parley.gateway.server import PATHS as GATEWAY_PATHS
@@ -86,15 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # so they join after the permission-table check and stay out of /openapi.json.
     app.router.routes.extend(web_routes())
 
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=["*"],  # the Client Key check decides per app which Origins may call
-        allow_methods=["*"],
-        allow_headers=["*"],
-        # File metadata travels in headers (HEAD /files/...): let browser code read it.
-        expose_headers=FILE_HEADERS,
-        max_age=600,
-    )
+    app.add_middleware(CORSMiddleware, **CORS)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -105,21 +98,39 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # middlewares and OpenAPI schema (see parley.dashboard).
     app.parley_dashboard = DashboardFront(create_dashboard(svc))
     app.parley_gateway = gateway
+    app.parley_send_lane = SendLane(svc, settings.max_body_bytes, CORS)
     return app
 
 
+CORS: dict[str, Any] = {
+    "allow_origins": ["*"],  # the Client Key check decides per app which Origins may call
+    "allow_methods": ["*"],
+    "allow_headers": ["*"],
+    # File metadata travels in headers (HEAD /files/...): let browser code read it.
+    "expose_headers": FILE_HEADERS,
+    "max_age": 600,
+}
+
+
 class ParleyApp(FastAPI):
-    """The FastAPI app, with ``/socket.io/`` going to the real-time gateway and
-    ``/dashboard`` to the operators' pages before FastAPI and its middleware stack: a
-    socket's handshake crosses none of them (nor do their frames stay on its handler's
-    stack for the socket's whole life), and an API request crosses no dashboard layer."""
+    """The FastAPI app, with ``/socket.io/`` going to the real-time gateway, sends
+    (``POST /rooms/{id}/message``) to their own lane and ``/dashboard`` to the operators'
+    pages before FastAPI and its middleware stack: a socket's handshake crosses none of
+    them (nor do their frames stay on its handler's stack for the socket's whole life),
+    a send crosses one function instead of eleven layers (see parley.api.send_lane), and
+    an API request crosses no dashboard layer."""
 
     parley_gateway: Gateway
+    parley_send_lane: SendLane
     parley_dashboard: DashboardFront
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] in GATEWAY_PATHS:
             await self.parley_gateway(scope, receive, send)
+            return
+        room_id = self.parley_send_lane.room_of(scope)
+        if room_id is not None:
+            await self.parley_send_lane.serve(scope, receive, send, room_id)
             return
         if await self.parley_dashboard.serve(scope, receive, send):
             return

@@ -57,8 +57,13 @@ def origin_of(headers: dict[bytes, bytes], trust_proxy: bool) -> str | None:
 
 
 def credentials_of(request: Request, trust_proxy: bool) -> Credentials:
+    return credentials_from_headers(request.scope["headers"], trust_proxy)
+
+
+def credentials_from_headers(raw: list[tuple[bytes, bytes]], trust_proxy: bool) -> Credentials:
+    """The credentials in an ASGI scope's headers."""
     # One pass over the raw headers (names arrive lower-cased from the ASGI server).
-    headers = dict(request.scope["headers"])
+    headers = dict(raw)
     token = _first(headers, b"im-authorization", b"authorization")
     if token and token[:7].lower() == "bearer ":
         token = token[7:].strip()

@@ -55,6 +55,10 @@ def error_response(
 
 async def _parley_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, e.ParleyError)
+    return parley_error_response(exc)
+
+
+def parley_error_response(exc: e.ParleyError) -> JSONResponse:
     status = status_of(exc)
     if isinstance(exc, e.RateLimitExceeded):
         return error_response(
@@ -113,6 +117,10 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_error_response(exc)
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
     log.error("unhandled %s", exc.__class__.__name__, exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "Internal server error")
 
