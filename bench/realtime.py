@@ -182,14 +182,21 @@ def process_tree(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its descendants (every thread included)."""
-    total = 0
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` and its descendants: time in the process's own code and
+    in the kernel on its behalf (on loopback, the receiving side's TCP work too)."""
+    user = system = 0
     for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
+        user += int(fields[11])  # utime, stime: fields 14 and 15 of /proc/<pid>/stat
+        system += int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_kb(pid: int) -> int:
@@ -601,10 +608,18 @@ def measure_fanout(
             warm = max(1, int(args.rate))  # a second of messages, not counted
             _publish(load, 0, warm, args.rate, args.drain)
             count = max(1, round(args.rate * args.seconds))
-            cpu0, ccpu0, t0 = cpu_seconds(server.proc.pid), client_cpu(load), time.monotonic()
+            (user0, sys0), ccpu0, t0 = (
+                cpu_split(server.proc.pid),
+                client_cpu(load),
+                time.monotonic(),
+            )
             with _profile(args, target.name, "fanout", server.proc.pid):
                 sent, counts, last, size, acked = _publish(load, warm, count, args.rate, args.drain)
-            cpu1, ccpu1, t1 = cpu_seconds(server.proc.pid), client_cpu(load), time.monotonic()
+            (user1, sys1), ccpu1, t1 = (
+                cpu_split(server.proc.pid),
+                client_cpu(load),
+                time.monotonic(),
+            )
         finally:
             load.close()
     finally:
@@ -614,8 +629,11 @@ def measure_fanout(
     latencies = sorted(
         (last[k] - sent[k]) / 1000 if counts[k] >= subs else math.inf for k in range(count)
     )
+    cpu0, cpu1 = user0 + sys0, user1 + sys1
     return {
         "us_per_frame": (cpu1 - cpu0) * 1e6 / max(1, delivered),
+        "us_user_per_frame": (user1 - user0) * 1e6 / max(1, delivered),
+        "us_kernel_per_frame": (sys1 - sys0) * 1e6 / max(1, delivered),
         "delivered": delivered / (count * subs),
         "p50_ms": _percentile(latencies, 0.5),
         "p99_ms": _percentile(latencies, 0.99),
@@ -721,6 +739,8 @@ FANOUT_HEAD = [
     "µs CPU/frame",
     "÷ node-ws",
     "÷ node-socketio",
+    "user µs",
+    "kernel µs",
     "delivered",
     "p50 ms",
     "p99 ms",
@@ -760,6 +780,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
             name,
             number(m["us_per_frame"], 1),
             *vs(m, "us_per_frame"),
+            number(m["us_user_per_frame"], 1),
+            number(m["us_kernel_per_frame"], 1),
             f"{m['delivered']:.2%}",
             number(m["p50_ms"], 1),
             number(m["p99_ms"], 1),
@@ -790,8 +812,9 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
         f"({offered:,.0f} frames/s offered) for {args.seconds:g} s\n\n"
         "The publisher sends `chat message` over its own socket, with ack (Parley stores "
         "each message in SQLite before it fans out). CPU/frame: server CPU over the window "
-        "÷ frames delivered to subscribers. Latency: publish → last subscriber, per message "
-        "(∞: not every subscriber got it).\n"
+        "÷ frames delivered to subscribers, split into user and kernel time (on loopback "
+        "the kernel time includes the receiving side's TCP work). Latency: publish → last "
+        "subscriber, per message (∞: not every subscriber got it).\n"
     )
     table(FANOUT_HEAD, [fanout_row(name, m) for name, m in results.items()])
     for name, m in results.items():
@@ -872,7 +895,9 @@ def parse_args() -> argparse.Namespace:
         help="clients do not offer permessage-deflate (browsers do)",
     )
     parser.add_argument("--profile", default="", help="py-spy Parley into this directory")
-    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    parser.add_argument(
+        "--py-spy", default=shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     for name, value in sizes.items():

@@ -768,17 +768,17 @@ class Gateway:
                     recent = sock.recent = RecentSet()
                 elif version in recent:
                     continue
-                recent.add(version)
+                recent[version] = None  # RecentSet.add, inline (a call per frame saved)
+                if len(recent) > RECENT_VERSIONS:
+                    recent.popitem(last=False)
             wire = sock.wire
-            if (  # Socket.push's own first case, inline: the one a broadcast takes
-                wire is not None
-                and sock.queue is None
-                and not sock.closed
-                and not wire.paused
-                and not wire.transport.is_closing()
-            ):
-                wire.transport.write(packet_frame[1])
-            elif not sock.push(*packet_frame):
+            # Socket.push's own first case, inline: the one a broadcast takes.
+            if wire is not None and sock.queue is None and not sock.closed and not wire.paused:
+                transport = wire.transport
+                if not transport.is_closing():
+                    transport.write(packet_frame[1])
+                    continue
+            if not sock.push(*packet_frame):
                 self._overflowed(sock)
 
     def _follow_membership(self, event: Event) -> None:
