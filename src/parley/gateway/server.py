@@ -464,6 +464,9 @@ class Gateway:
     async def _read_forever(self, sock: Socket, scope: Scope, receive: Receive) -> None:
         connected = False
         while not sock.closed:
+            # The last frame is not kept while waiting for the next, which may be minutes
+            # away: an idle socket would hold its CONNECT frame (credentials included).
+            message = text = data = packet = None
             sock.idle = True
             try:
                 message = await receive()

@@ -52,6 +52,17 @@ class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
             extensions: dict[str, Any] = self.scope["extensions"]
             extensions[EXTENSION] = self
 
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            # The handshake's request and response are never read again (the scope has
+            # its own copy of the headers); a socket lives for hours, and they are
+            # kilobytes of headers apiece (bench/realtime.py's memory per idle socket).
+            # The request's headers are emptied in place: the websockets parser's
+            # generator keeps the request itself alive for the connection's life.
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+
     def pause_writing(self) -> None:
         super().pause_writing()
         self.paused = True
