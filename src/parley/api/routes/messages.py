@@ -3,15 +3,13 @@ parley.services.messaging, .history and .badges; handlers only pass requests thr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
 
-from parley.api.deps import AuthorizedRoute, authorize, caller_of, services_of
+from parley.api.deps import AuthorizedRoute, caller_of, services_of
 from parley.api.openapi import Count, Message, Page, body_of, returns
 from parley.api.responses import JSONResponse, ok
 from parley.api.schemas import (
@@ -34,37 +32,6 @@ router = APIRouter(
 )
 
 AnyBody = Annotated[Any, Body()]
-
-
-class DirectRoute(AuthorizedRoute):
-    """A route whose endpoint takes the request and its path parameters (strings) and
-    nothing else, called without FastAPI's dependency solving and parameter validation,
-    nor its per-request exit stacks (for dependencies with ``yield``: there are none):
-    for the busiest route, where they cost more per request than the endpoint's own work
-    (measured with bench/ingest.py). The caller is authorized first, as on every route;
-    errors reach the app's handlers through Starlette's exception middleware, as they
-    do from every route; the OpenAPI description is FastAPI's, from the signature."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        handler = self.get_route_handler()
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await handler(Request(scope, receive, send))
-            await response(scope, receive, send)
-
-        self.app = app
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-        path = self.path
-
-        async def direct(request: Request) -> Response:
-            request.scope["parley.principal"] = await authorize(request, path)
-            response: Response = await endpoint(request, **request.path_params)
-            return response
-
-        return direct
 
 
 JSON_OBJECT_BODY: dict[str, Any] = {
@@ -105,8 +72,8 @@ async def _read_body(request: Request) -> bytes:
 
 
 async def send_message(request: Request, room_id: str) -> JSONResponse:
-    # The busiest route reads its body itself: FastAPI's body machinery costs more per
-    # request than the JSON parse (measured with bench/ingest.py).
+    # Served by parley.api.send_lane, beside FastAPI (the busiest route); here for the
+    # permission table check and the OpenAPI description, and as what the lane must match.
     body = await _json_body(request)
     messaging = services_of(request).messaging
     return ok(await messaging.send_in_room(caller_of(request), room_id, body))
@@ -119,7 +86,6 @@ router.add_api_route(
     summary="Send a message; with _id edit it; with messageType recall, recall it",
     openapi_extra=JSON_OBJECT_BODY,
     responses=returns(Message),
-    route_class_override=DirectRoute,
 )
 
 
