@@ -25,9 +25,20 @@ def test_stalled_readers_do_not_grow_the_nodes_memory(result: Result) -> None:
     assert result.facts["rss peak MB"] < RSS_BOUND_MB, result.facts
 
 
-def test_stalled_readers_do_not_stall_the_others(result: Result) -> None:
+def test_stalled_readers_do_not_stall_the_others(
+    result: Result, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     # The promise (p99 within 2x of the run without them) is judged at full length by
     # `scripts/faults 4`, alone on the machine. Here, beside the other test pass, the
-    # short run is judged more loosely: a p99 of under 100 ms counts as 100 ms.
+    # short run is judged more loosely: a p99 of under 100 ms counts as 100 ms; and a
+    # run over that is run once more, as a burst of the other pass can take both cores
+    # for a moment (seen once in CI: 383 ms, where runs beside a busy core give 19-31 ms).
+    # A gateway that does stall behind stalled readers fails both runs.
     facts = result.facts
-    assert facts["p99 stalled ms"] <= 3 * max(facts["p99 base ms"], 100.0), facts
+    if facts["p99 stalled ms"] > _loose_bound(facts):
+        facts = slow_consumers(tmp_path_factory.mktemp("slow-consumers-again")).facts
+    assert facts["p99 stalled ms"] <= _loose_bound(facts), facts
+
+
+def _loose_bound(facts: dict[str, float]) -> float:
+    return 3 * max(facts["p99 base ms"], 100.0)
