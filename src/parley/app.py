@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import parley
 from parley.api.deps import AuthorizedRoute
-from parley.api.errors import error_response, install_error_handlers
+from parley.api.errors import install_error_handlers
 from parley.api.openapi import openapi_builder
 from parley.api.permissions import access_for
 from parley.api.responses import JSONResponse
@@ -32,7 +32,12 @@ from parley.api.routes import (
     rooms,
 )
 from parley.api.routes.files import FILE_HEADERS, UPLOAD_FORM_BYTES
-from parley.api.send_lane import SendLane
+from parley.api.send_lane import (
+    SendLane,
+    declared_length_exceeds,
+    raw_path_ends_with_slash,
+    too_large_response,
+)
 from parley.config import Settings
 from parley.dashboard import DashboardFront, create_dashboard
 from parley.gateway.server import PATHS as GATEWAY_PATHS
@@ -187,9 +192,8 @@ class ImkitCompat:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            raw: bytes = scope.get("raw_path") or path.encode()
-            # One literal slash ("/x//" stays distinct; "%2F" is part of an id, not a slash).
-            if len(path) > 1 and raw.split(b"?")[0].endswith(b"/"):
+            # One literal slash ("/x//" stays distinct).
+            if len(path) > 1 and raw_path_ends_with_slash(scope):
                 scope = dict(scope, path=path[:-1])
             headers = scope["headers"]
             content_type = next((v for k, v in headers if k == b"content-type"), b"")
@@ -227,10 +231,9 @@ class BodyLimit:
         )
         limit = self.upload_bytes if upload else self.max_bytes
         code = "FILE_TOO_LARGE" if upload else "PAYLOAD_TOO_LARGE"
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > limit):
-                await self._refuse(scope, receive, send, limit, code)
-                return
+        if declared_length_exceeds(scope["headers"], limit):
+            await too_large_response(limit, code)(scope, receive, send)
+            return
         received = 0
 
         async def limited_receive() -> Message:
@@ -245,14 +248,6 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-    async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, limit: int, code: str
-    ) -> None:
-        response = error_response(
-            413, code, f"Request body exceeds {limit} bytes", headers={"Connection": "close"}
-        )
-        await response(scope, receive, send)
 
 
 def app_factory() -> Any:

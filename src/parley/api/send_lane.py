@@ -62,7 +62,7 @@ class SendLane:
         match = _PATH.fullmatch(scope["path"])
         if match is None:
             return None
-        if scope["path"].endswith("/") and not _raw_path_ends_with_slash(scope):
+        if scope["path"].endswith("/") and not raw_path_ends_with_slash(scope):
             return None  # "%2F" at the end belongs to the id: FastAPI's 404, as before
         return match.group(1)
 
@@ -79,23 +79,18 @@ class SendLane:
     async def _respond(
         self, scope: Scope, receive: Receive, headers: list[tuple[bytes, bytes]], room_id: str
     ) -> JSONResponse:
-        for name, value in headers:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self._limit):
-                return self._too_large()
+        if declared_length_exceeds(headers, self._limit):
+            return too_large_response(self._limit, "PAYLOAD_TOO_LARGE")
         try:
             creds = credentials_from_headers(headers, self._svc.settings.trust_proxy)
             caller = await self._svc.auth.authenticate(creds, self._access)
             assert caller is not None  # None only for PUBLIC operations
-            raw = await self._read_body(receive)
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise InvalidRequest("The body must be JSON", code="INVALID_BODY") from None
+            body = json_of(await self._read_body(receive))
             return ok(await self._svc.messaging.send_in_room(caller, room_id, body))
         except ParleyError as exc:
             return parley_error_response(exc)
         except BodyTooLarge:
-            return self._too_large(streamed=True)
+            return too_large_response(self._limit, "PAYLOAD_TOO_LARGE", close=False)
         except ClientDisconnect:
             raise
         except Exception as exc:
@@ -116,12 +111,28 @@ class SendLane:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _too_large(self, streamed: bool = False) -> JSONResponse:
-        # As parley.app.BodyLimit answers: a declared length over the limit closes the
-        # connection (the body is not read); one that streamed in is answered in place.
-        headers = None if streamed else {"Connection": "close"}
-        message = f"Request body exceeds {self._limit} bytes"
-        return error_response(413, "PAYLOAD_TOO_LARGE", message, headers=headers)
+
+def json_of(raw: bytes) -> Any:
+    """A request body as JSON, whatever its Content-Type said (contract §1.1)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The body must be JSON", code="INVALID_BODY") from None
+
+
+def declared_length_exceeds(headers: list[tuple[bytes, bytes]], limit: int) -> bool:
+    """A Content-Length over ``limit``, or one that is not a number."""
+    for name, value in headers:
+        if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+            return True
+    return False
+
+
+def too_large_response(limit: int, code: str, close: bool = True) -> JSONResponse:
+    """413 for a body over ``limit``. A declared length over it closes the connection
+    (the body is not read); a body that streamed in past it is answered in place."""
+    headers = {"Connection": "close"} if close else None
+    return error_response(413, code, f"Request body exceeds {limit} bytes", headers=headers)
 
 
 def cors_simple_headers(cors: dict[str, Any]) -> dict[str, str]:
@@ -134,6 +145,7 @@ def cors_simple_headers(cors: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
-def _raw_path_ends_with_slash(scope: Scope) -> bool:
+def raw_path_ends_with_slash(scope: Scope) -> bool:
+    """A literal slash ends the path ("%2F" is part of an id, not a slash)."""
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     return raw.split(b"?")[0].endswith(b"/")

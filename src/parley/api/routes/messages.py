@@ -25,6 +25,7 @@ from parley.api.schemas import (
     SendAs,
     TokenBadges,
 )
+from parley.api.send_lane import json_of
 from parley.services.errors import InvalidRequest
 
 router = APIRouter(
@@ -47,11 +48,7 @@ def _params(request: Request) -> dict[str, Any]:
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await _read_body(request)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The body must be JSON", code="INVALID_BODY") from None
+    return json_of(await _read_body(request))
 
 
 async def _read_body(request: Request) -> bytes:
