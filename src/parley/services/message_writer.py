@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,8 +32,10 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    ClauseElement,
     Connection,
     Insert,
+    Select,
     Table,
     TextClause,
     Update,
@@ -42,6 +45,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from parley.background import cancel_and_wait
 from parley.services.clock import now_ms
@@ -336,13 +341,11 @@ def _store_app(
     """One app's sends, inside the writer's transaction (synchronous Core: see
     Database.run_in_transaction)."""
     room_ids = sorted({x.room_id for x in sends})
+    params = {f"r{i}": room_id for i, room_id in enumerate(room_ids)}
     rooms = {
-        r.id: _RoomState(r.id, r.last_seq, r.message_count, r.status)
-        for r in conn.execute(
-            select(_rooms.c.id, _rooms.c.last_seq, _rooms.c.message_count, _rooms.c.status)
-            .where(_rooms.c.app_id == app_id, _rooms.c.id.in_(room_ids))
-            .order_by(_rooms.c.id)
-            .with_for_update()
+        room_id: _RoomState(room_id, last_seq, message_count, status)
+        for room_id, last_seq, message_count, status in _fetch(
+            conn, _lock_rooms_query(len(room_ids)), {"k_app": app_id, **params}
         )
     }
     # Read the clock once the rooms are locked: another node's batch for these rooms has
@@ -482,8 +485,25 @@ def _memberships(
     for i, (room_id, user_id) in enumerate(ordered):
         params[f"r{i}"] = room_id
         params[f"u{i}"] = user_id
-    found = conn.execute(_membership_query(len(ordered)), params)
-    return {(r.room_id, r.user_id) for r in found}
+    return {
+        (room_id, user_id)
+        for room_id, user_id in _fetch(conn, _membership_query(len(ordered)), params)
+    }
+
+
+@functools.lru_cache(maxsize=1024)
+def _lock_rooms_query(rooms: int) -> Select[Any]:
+    """The state of ``rooms`` rooms (parameters k_app, r0, r1...), locked until the
+    transaction ends, in id order. One statement per number of rooms, compiled once."""
+    return (
+        select(_rooms.c.id, _rooms.c.last_seq, _rooms.c.message_count, _rooms.c.status)
+        .where(
+            _rooms.c.app_id == bindparam("k_app"),
+            _rooms.c.id.in_([bindparam(f"r{i}") for i in range(rooms)]),
+        )
+        .order_by(_rooms.c.id)
+        .with_for_update()
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -498,13 +518,52 @@ def _membership_query(pairs: int) -> TextClause:
     )
 
 
+# On SQLite the writer's statements go straight to the sqlite3 cursor, compiled once:
+# for a batch of one message SQLAlchemy's execution (cache keys, parameter processing,
+# result set-up) cost the writer thread several times SQLite's own work, holding the GIL
+# the event loop needs meanwhile. On PostgreSQL they run through SQLAlchemy as usual.
+
+
 @dataclass(frozen=True)
 class _DriverStatement:
     sql: str
     names: tuple[str, ...]  # the parameter of each positional placeholder, in order
 
 
-_driver_statements: dict[Insert | Update, _DriverStatement] = {}
+_driver_statements: dict[ClauseElement, _DriverStatement] = {}
+
+
+def _driver_statement(conn: Connection, statement: ClauseElement) -> _DriverStatement:
+    prepared = _driver_statements.get(statement)
+    if prepared is None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
+        prepared = _DriverStatement(str(compiled), tuple(compiled.positiontup or ()))
+        _driver_statements[statement] = prepared
+    return prepared
+
+
+def _on_driver(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
+    """Run ``sql`` on the connection's sqlite3 cursor, inside its transaction; a driver
+    error becomes SQLAlchemy's, as the callers (``Database``'s error mapping) expect."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
+    return cursor
+
+
+def _fetch(conn: Connection, statement: ClauseElement, params: dict[str, Any]) -> list[Any]:
+    """The rows of a select (``statement`` with named parameters), as tuples."""
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(statement, params))
+    prepared = _driver_statement(conn, statement)
+    cursor = _on_driver(conn, prepared.sql, tuple(params[n] for n in prepared.names), many=False)
+    rows: list[Any] = cursor.fetchall()
+    return rows
 
 
 def _execute_rows(
@@ -514,20 +573,15 @@ def _execute_rows(
     json_columns: frozenset[str] = frozenset(),
 ) -> None:
     """``conn.execute(statement, rows)``, one statement for many rows. On SQLite the rows
-    go to the driver as plain tuples, with the statement compiled once: SQLAlchemy's
-    per-row parameter handling would cost the writer thread more than SQLite's own work
-    (and hold the GIL the requests need). Values pass as they are, but for
-    ``json_columns``, encoded as the JSON type would; errors are SQLAlchemy's either way."""
+    go to the driver as plain tuples. Values pass as they are, but for ``json_columns``,
+    encoded as the JSON type would."""
     if conn.dialect.name != "sqlite":
         conn.execute(statement, rows)
         return
-    prepared = _driver_statements.get(statement)
-    if prepared is None:
-        compiled = statement.compile(dialect=conn.dialect)
-        prepared = _DriverStatement(str(compiled), tuple(compiled.positiontup or ()))
-        _driver_statements[statement] = prepared
+    prepared = _driver_statement(conn, statement)
     encode = [json_text if n in json_columns else None for n in prepared.names]
-    conn.exec_driver_sql(
+    _on_driver(
+        conn,
         prepared.sql,
         [
             tuple(
@@ -536,6 +590,7 @@ def _execute_rows(
             )
             for row in rows
         ],
+        many=True,
     )
 
 

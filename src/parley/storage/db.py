@@ -202,6 +202,10 @@ class Database:
             self._sync_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="parley-sqlite-writer"
             )
+            # That thread's connection, kept between transactions: checking one out of
+            # the pool and resetting it on return cost more than a one-message batch's
+            # own statements. Touched only on that thread.
+            self._sync_conn: Connection | None = None
         else:
             self.reader = self.writer = create_async_engine(
                 url,
@@ -246,11 +250,11 @@ class Database:
         thread in one hop; on PostgreSQL through the async driver's greenlet bridge."""
         async with _unavailable_on_outage():
             if self._sync_writer is not None and self._sync_thread is not None:
-                engine = self._sync_writer
                 checkpointer = self._checkpointer
 
                 def in_thread() -> T:
-                    with engine.begin() as conn:
+                    conn = self._writer_connection()
+                    with conn.begin():
                         result = work(conn)
                     if checkpointer is not None:
                         checkpointer.after_commit()
@@ -261,8 +265,26 @@ class Database:
             async with self.writer.begin() as aconn:
                 return await aconn.run_sync(work)
 
+    def _writer_connection(self) -> Connection:
+        """The writer thread's connection (see ``_sync_conn``), opened again after an
+        error left it unusable."""
+        conn = self._sync_conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            assert self._sync_writer is not None
+            conn = self._sync_conn = self._sync_writer.connect()
+        return conn
+
+    def _close_writer_connection(self) -> None:
+        if self._sync_conn is not None:
+            self._sync_conn.close()
+            self._sync_conn = None
+
     async def close(self) -> None:
         if self._sync_writer is not None and self._sync_thread is not None:
+            # On its own thread, as sqlite3 connections are used where they were made.
+            self._sync_thread.submit(self._close_writer_connection)
             self._sync_thread.shutdown(wait=True)
             self._sync_writer.dispose()
         if self._checkpointer is not None:
