@@ -10,9 +10,10 @@ Starts two ``parley run`` servers, one per configuration, each on a fresh data d
 unless --database-url) and seeds both alike through the API: ``--rooms`` rooms of 10 members,
 every member with a token. Each connection is one sender, a member of its room, sending
 back to back (connection i sends into room i mod rooms, so 100 connections over 50 rooms
-are two senders a room). A short sweep over ``--connections`` picks the largest group-commit
-throughput whose p99 stays within the target; then the two servers are measured at that
-concurrency, alternating, for several rounds, and the medians printed. Persisted means
+are two senders a room). Each round measures every concurrency of ``--connections`` on
+both servers (their order alternating between rounds); the medians over rounds are
+printed, and the concurrency chosen is the one with the most group-commit msg/s whose
+median p99 stays within the target. Persisted means
 counted in the database: rows before and after each run, set against the acks (every
 acknowledged message must be stored, nothing more). At the end every room's sequence
 numbers must be gap-free; on SQLite, which indexes message text after the send, the
@@ -342,6 +343,10 @@ def check_loader(server: Server, connections: int, seconds: float) -> dict[str, 
     return checked
 
 
+def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu")}
+
+
 def choose(swept: dict[int, dict[str, float]]) -> int:
     """The concurrency with the most msg/s within the p99 target, else the lowest p99."""
     within = [c for c, m in swept.items() if m["p99"] <= P99_TARGET_MS]
@@ -358,7 +363,7 @@ def main() -> None:
         default="25,50,100,200",
         help="concurrent senders to sweep, comma-separated (at most 10 a room)",
     )
-    parser.add_argument("--sweep-seconds", type=float, default=3)
+    parser.add_argument("--loader-seconds", type=float, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
@@ -390,22 +395,23 @@ def main() -> None:
                 servers[name].seed(args.rooms)
             seeding = time.monotonic() - started
             group = servers[next(iter(CASES))]
-            loader_check = check_loader(group, max(sweep), args.sweep_seconds)
+            loader_check = check_loader(group, max(sweep), args.loader_seconds)
 
-            # The sweep: a warm-up, then one short run per concurrency and configuration.
+            # A warm-up, then rounds: in each, every concurrency on both servers, the
+            # order of the servers alternating. The chosen concurrency and the figures
+            # reported for it are the same runs' medians.
             for server in servers.values():
                 server.run(min(sweep), 1)
-            swept: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in CASES}
-            for c in sweep:
-                for name, server in servers.items():
-                    swept[name][c] = server.run(c, args.sweep_seconds)
-            chosen = choose(swept[next(iter(CASES))])
-
-            results: dict[str, list[dict[str, Any]]] = {name: [] for name in CASES}
+            runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+                name: {c: [] for c in sweep} for name in CASES
+            }
             for round_no in range(args.rounds):
                 order = list(CASES) if round_no % 2 == 0 else list(reversed(CASES))
-                for name in order:
-                    results[name].append(servers[name].run(chosen, args.seconds))
+                for c in sweep:
+                    for name in order:
+                        runs[name][c].append(servers[name].run(c, args.seconds))
+            swept = {name: {c: medians(by_c[c]) for c in sweep} for name, by_c in runs.items()}
+            chosen = choose(swept[next(iter(CASES))])
             for server in servers.values():
                 check_sequences(server.db_url)
                 check_search_index(server.db_url)
@@ -415,7 +421,7 @@ def main() -> None:
 
     storage = "PostgreSQL" if args.database_url else "SQLite"
     print(
-        f"\nloader check: GET /health, {max(sweep)} connections, {args.sweep_seconds:g} s "
+        f"\nloader check: GET /health, {max(sweep)} connections, {args.loader_seconds:g} s "
         f"(loader = share of one core the asyncio loader used)\n"
     )
     print(f"{'loader':24} {HEAD.replace('msg/s', 'req/s')}")
@@ -424,10 +430,13 @@ def main() -> None:
 
     names = list(CASES)
     print(
-        f"\nsweep: {args.sweep_seconds:g} s a run, persisted msg/s; {args.rooms} rooms of "
-        f"{MEMBERS}, seeded in {seeding:.0f} s\n"
+        f"\nParley message ingest — {storage}, 1 server process each, asyncio loader, "
+        f"{args.rooms} rooms of {MEMBERS} (sender i sends into room i mod {args.rooms}), "
+        f"seeded in {seeding:.0f} s; medians of {args.rounds} rounds of {args.seconds:g} s; "
+        f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, "
+        f"{os.cpu_count()} cores\n"
     )
-    print(f"{'':11} {'group commit':^35}   {'one transaction per message':^35}")
+    print(f"{'':11} {'group commit (default)':^35}   {'one transaction per message':^35}")
     print(f"{'senders':11} {HEAD}   {HEAD}")
     for c in sweep:
         mark = "  <- chosen" if c == chosen else ""
@@ -438,35 +447,22 @@ def main() -> None:
             " the one with the lowest p99 chosen)"
         )
     else:
-        print(f"(the most msg/s with group commit's p99 ≤ {P99_TARGET_MS:g} ms)")
-
+        print(f"(chosen: the most msg/s with group commit's p99 ≤ {P99_TARGET_MS:g} ms)")
+    every_run = {name: [r for by_c in runs[name].values() for r in by_c] for name in names}
+    total = sum(r["stored"] for done in every_run.values() for r in done)
     print(
-        f"\nParley message ingest — {storage}, 1 server process each, asyncio loader, "
-        f"{chosen} senders ({chosen / args.rooms:g} a room, {args.rooms} rooms of {MEMBERS}), "
-        f"{args.rounds} rounds of {args.seconds:g} s (medians); load average "
-        f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after, {os.cpu_count()} cores\n"
-    )
-    print(f"{'server':30} {HEAD}")
-    medians = {}
-    for name, runs in results.items():
-        medians[name] = {
-            k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99", "cpu")
-        }
-        print(f"{name:30} {row(medians[name])}")
-    total = sum(r["stored"] for runs in results.values() for r in runs)
-    print(
-        f"\nevery ack stored, nothing more ({total:,} messages in the timed rounds); "
+        f"\nevery ack stored, nothing more ({total:,} messages in the timed runs); "
         "every room's sequence gap-free"
     )
-    for name, runs in results.items():
-        backlogs = [r["backlog"] for r in runs if r["backlog"] is not None]
+    for name, done in every_run.items():
+        backlogs = [r["backlog"] for r in done if r["backlog"] is not None]
         if backlogs:
             print(
                 f"search index, {name}: at most {max(b[0] for b in backlogs)} messages"
                 f" waited when a run stopped, indexed within"
                 f" {max(b[1] for b in backlogs) * 1000:.0f} ms; every message with text indexed"
             )
-    g, o = (medians[n] for n in names)
+    g, o = (swept[n][chosen] for n in names)
     print(
         f"group commit: {g['rps']:,.0f} msg/s (target ≥ {RATE_TARGET:,.0f}), "
         f"p99 {g['p99']:.1f} ms (target ≤ {P99_TARGET_MS:g})"

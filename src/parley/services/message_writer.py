@@ -556,7 +556,9 @@ def _on_driver(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
     return cursor
 
 
-def _fetch(conn: Connection, statement: ClauseElement, params: dict[str, Any]) -> list[Any]:
+def _fetch(
+    conn: Connection, statement: Select[Any] | TextClause, params: dict[str, Any]
+) -> list[Any]:
     """The rows of a select (``statement`` with named parameters), as tuples."""
     if conn.dialect.name != "sqlite":
         return list(conn.execute(statement, params))
