@@ -11,11 +11,12 @@ lost — through the change log that each node polls (see :mod:`parley.services.
 from __future__ import annotations
 
 import enum
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Select, String, bindparam, select
 
 from parley.services import crypto
 from parley.services.batched import BatchedLookup, chunks_by_app
@@ -34,6 +35,7 @@ from parley.services.errors import (
 from parley.services.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from parley.services.usage import UsageRecorder
 from parley.storage.db import Database
+from parley.storage.driver import fetch
 from parley.storage.tables import ApiKeyRow, AppDomainRow, AppRow, ClientKeyRow, UserTokenRow
 
 MAX_TOKEN_LENGTH = 4096
@@ -366,17 +368,7 @@ class Authenticator:
         return token
 
     async def _read_tokens(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], _Token]:
-        found: dict[tuple[str, str], _Token] = {}
-        async with self._db.read() as s:
-            for app_id, hashes in chunks_by_app(keys):
-                rows = await s.execute(
-                    select(
-                        UserTokenRow.token_hash, UserTokenRow.user_id, UserTokenRow.expires_at
-                    ).where(UserTokenRow.app_id == app_id, UserTokenRow.token_hash.in_(hashes))
-                )
-                for token_hash, user_id, expires_at in rows:
-                    found[(app_id, token_hash)] = _Token(user_id, expires_at)
-        return found
+        return await self._db.run_read(lambda conn: _tokens(conn, keys))
 
     async def app(self, app_id: str) -> AppInfo | None:
         info: AppInfo | None = self._apps.get(app_id)
@@ -436,3 +428,21 @@ class Authenticator:
             cache.clear()
         self._domains = None
         self._domains_generation += 1
+
+
+@functools.lru_cache(maxsize=1024)
+def _tokens_query(tokens: int) -> Select[str, str, int]:
+    """The users and expiry of ``tokens`` token hashes (parameters k_app, t0, t1...)."""
+    hashes = [bindparam(f"t{i}", type_=String) for i in range(tokens)]
+    return select(UserTokenRow.token_hash, UserTokenRow.user_id, UserTokenRow.expires_at).where(
+        UserTokenRow.app_id == bindparam("k_app"), UserTokenRow.token_hash.in_(hashes)
+    )
+
+
+def _tokens(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], _Token]:
+    found: dict[tuple[str, str], _Token] = {}
+    for app_id, hashes in chunks_by_app(keys):
+        params = {"k_app": app_id, **{f"t{i}": h for i, h in enumerate(hashes)}}
+        for token_hash, user_id, expires_at in fetch(conn, _tokens_query(len(hashes)), params):
+            found[(app_id, token_hash)] = _Token(user_id, expires_at)
+    return found

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,21 +31,16 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
-    ClauseElement,
     Connection,
-    Insert,
     Select,
     Table,
     TextClause,
-    Update,
     bindparam,
     insert,
     select,
     text,
     update,
 )
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from parley.background import cancel_and_wait
 from parley.services.clock import now_ms
@@ -61,7 +55,8 @@ from parley.services.events import CHAT_MESSAGE, Event, EventBus
 from parley.services.ids import object_id
 from parley.services.messages import MessageInput, message_public, search_text
 from parley.services.users import UserService, user_embedded
-from parley.storage.db import Database, SearchBacklog, json_text
+from parley.storage.db import Database, SearchBacklog
+from parley.storage.driver import execute_rows, fetch
 from parley.storage.tables import GroupMemberRow, MentionRow, MessageRow, RoomMemberRow, RoomRow
 
 log = logging.getLogger("parley.messages")
@@ -344,7 +339,7 @@ def _store_app(
     params = {f"r{i}": room_id for i, room_id in enumerate(room_ids)}
     rooms = {
         room_id: _RoomState(room_id, last_seq, message_count, status)
-        for room_id, last_seq, message_count, status in _fetch(
+        for room_id, last_seq, message_count, status in fetch(
             conn, _lock_rooms_query(len(room_ids)), {"k_app": app_id, **params}
         )
     }
@@ -429,10 +424,10 @@ def _store_app(
 
     if not new_rows:
         return
-    _execute_rows(conn, INSERT_MESSAGE, new_rows, json_columns=MESSAGE_JSON_COLUMNS)
+    execute_rows(conn, INSERT_MESSAGE, new_rows, json_columns=MESSAGE_JSON_COLUMNS)
     if mention_rows:
         conn.execute(insert(_mentions), mention_rows)
-    _execute_rows(
+    execute_rows(
         conn,
         UPDATE_ROOM,
         [
@@ -448,12 +443,12 @@ def _store_app(
             if r.id in bumps
         ],
     )
-    _execute_rows(
+    execute_rows(
         conn,
         BUMP_ROOM_MEMBERS,
         [{"k_app": app_id, "k_room": r, "k_count": n} for r, n in bumps.items()],
     )
-    _execute_rows(
+    execute_rows(
         conn,
         UNBUMP_SENDER,
         [{"k_app": app_id, "k_room": r, "k_user": u, "k_count": n} for (r, u), n in own.items()],
@@ -487,7 +482,7 @@ def _memberships(
         params[f"u{i}"] = user_id
     return {
         (room_id, user_id)
-        for room_id, user_id in _fetch(conn, _membership_query(len(ordered)), params)
+        for room_id, user_id in fetch(conn, _membership_query(len(ordered)), params)
     }
 
 
@@ -515,84 +510,6 @@ def _membership_query(pairs: int) -> TextClause:
         f"WITH wanted (room_id, user_id) AS (VALUES {rows})"  # noqa: S608
         " SELECT m.room_id, m.user_id FROM wanted JOIN room_members m"
         " ON m.app_id = :app AND m.room_id = wanted.room_id AND m.user_id = wanted.user_id"
-    )
-
-
-# On SQLite the writer's statements go straight to the sqlite3 cursor, compiled once:
-# for a batch of one message SQLAlchemy's execution (cache keys, parameter processing,
-# result set-up) cost the writer thread several times SQLite's own work, holding the GIL
-# the event loop needs meanwhile. On PostgreSQL they run through SQLAlchemy as usual.
-
-
-@dataclass(frozen=True)
-class _DriverStatement:
-    sql: str
-    names: tuple[str, ...]  # the parameter of each positional placeholder, in order
-
-
-_driver_statements: dict[ClauseElement, _DriverStatement] = {}
-
-
-def _driver_statement(conn: Connection, statement: ClauseElement) -> _DriverStatement:
-    prepared = _driver_statements.get(statement)
-    if prepared is None:
-        compiled = cast(SQLCompiler, statement.compile(dialect=conn.dialect))
-        prepared = _DriverStatement(str(compiled), tuple(compiled.positiontup or ()))
-        _driver_statements[statement] = prepared
-    return prepared
-
-
-def _on_driver(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
-    """Run ``sql`` on the connection's sqlite3 cursor, inside its transaction; a driver
-    error becomes SQLAlchemy's, as the callers (``Database``'s error mapping) expect."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if many:
-            cursor.executemany(sql, params)
-        else:
-            cursor.execute(sql, params)
-    except sqlite3.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, sqlite3.Error, hide_parameters=True) from exc
-    return cursor
-
-
-def _fetch(
-    conn: Connection, statement: Select[Any] | TextClause, params: dict[str, Any]
-) -> list[Any]:
-    """The rows of a select (``statement`` with named parameters), as tuples."""
-    if conn.dialect.name != "sqlite":
-        return list(conn.execute(statement, params))
-    prepared = _driver_statement(conn, statement)
-    cursor = _on_driver(conn, prepared.sql, tuple(params[n] for n in prepared.names), many=False)
-    rows: list[Any] = cursor.fetchall()
-    return rows
-
-
-def _execute_rows(
-    conn: Connection,
-    statement: Insert | Update,
-    rows: list[dict[str, Any]],
-    json_columns: frozenset[str] = frozenset(),
-) -> None:
-    """``conn.execute(statement, rows)``, one statement for many rows. On SQLite the rows
-    go to the driver as plain tuples. Values pass as they are, but for ``json_columns``,
-    encoded as the JSON type would."""
-    if conn.dialect.name != "sqlite":
-        conn.execute(statement, rows)
-        return
-    prepared = _driver_statement(conn, statement)
-    encode = [json_text if n in json_columns else None for n in prepared.names]
-    _on_driver(
-        conn,
-        prepared.sql,
-        [
-            tuple(
-                row[n] if f is None else f(row[n])
-                for n, f in zip(prepared.names, encode, strict=True)
-            )
-            for row in rows
-        ],
-        many=True,
     )
 
 

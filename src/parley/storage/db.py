@@ -206,6 +206,20 @@ class Database:
             # the pool and resetting it on return cost more than a one-message batch's
             # own statements. Touched only on that thread.
             self._sync_conn: Connection | None = None
+            # The same for the reads of run_read (the lookups that connecting sockets
+            # share): a thread and a kept connection of their own.
+            self._sync_reader: Engine | None = create_engine(
+                url.replace("+aiosqlite", ""),
+                pool_size=1,
+                max_overflow=0,
+                hide_parameters=True,
+                **JSON_CODEC,
+            )
+            _configure_sqlite(self._sync_reader, writer=False)
+            self._read_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="parley-sqlite-reader"
+            )
+            self._read_conn: Connection | None = None
         else:
             self.reader = self.writer = create_async_engine(
                 url,
@@ -219,6 +233,8 @@ class Database:
             self._sync_writer = None
             self._sync_thread = None
             self._checkpointer = None
+            self._sync_reader = None
+            self._read_thread = None
         self.search_backlog = SearchBacklog(self) if self.is_sqlite else None
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
@@ -265,33 +281,61 @@ class Database:
             async with self.writer.begin() as aconn:
                 return await aconn.run_sync(work)
 
-    def _writer_connection(self) -> Connection:
-        """The writer thread's connection (see ``_sync_conn``), opened again after an
-        error left it unusable."""
-        conn = self._sync_conn
-        if conn is None or conn.closed or conn.invalidated:
-            if conn is not None:
-                conn.close()
-            assert self._sync_writer is not None
-            conn = self._sync_conn = self._sync_writer.connect()
-        return conn
+    async def run_read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work(connection)`` in one read transaction: plain synchronous Core, as
+        for ``run_in_transaction``. On SQLite it runs on a reader thread of its own in
+        one hop (with :mod:`parley.storage.driver`, without SQLAlchemy's execution);
+        on PostgreSQL on a pooled connection through the greenlet bridge."""
+        async with _unavailable_on_outage():
+            if self._sync_reader is not None and self._read_thread is not None:
 
-    def _close_writer_connection(self) -> None:
-        if self._sync_conn is not None:
-            self._sync_conn.close()
-            self._sync_conn = None
+                def in_thread() -> T:
+                    conn = self._read_conn = _usable(self._read_conn, self._sync_reader)
+                    with conn.begin():
+                        return work(conn)
+
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(self._read_thread, in_thread)
+            async with self.reader.connect() as aconn:
+                return await aconn.run_sync(work)
+
+    def _writer_connection(self) -> Connection:
+        """The writer thread's connection (see ``_sync_conn``)."""
+        self._sync_conn = _usable(self._sync_conn, self._sync_writer)
+        return self._sync_conn
+
+    def _close_kept(self, name: str) -> None:
+        conn: Connection | None = getattr(self, name)
+        if conn is not None:
+            conn.close()
+            setattr(self, name, None)
 
     async def close(self) -> None:
-        if self._sync_writer is not None and self._sync_thread is not None:
-            # On its own thread, as sqlite3 connections are used where they were made.
-            self._sync_thread.submit(self._close_writer_connection)
-            self._sync_thread.shutdown(wait=True)
-            self._sync_writer.dispose()
+        # Each kept connection on its own thread: sqlite3 connections are used where
+        # they were made.
+        for thread, name in ((self._sync_thread, "_sync_conn"), (self._read_thread, "_read_conn")):
+            if thread is not None:
+                thread.submit(self._close_kept, name)
+                thread.shutdown(wait=True)
+        for engine in (self._sync_writer, self._sync_reader):
+            if engine is not None:
+                engine.dispose()
         if self._checkpointer is not None:
             self._checkpointer.close()
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+
+
+def _usable(conn: Connection | None, engine: Engine | None) -> Connection:
+    """``conn``, or a new connection of ``engine`` when there is none yet or an error
+    left it unusable."""
+    if conn is None or conn.closed or conn.invalidated:
+        if conn is not None:
+            conn.close()
+        assert engine is not None
+        conn = engine.connect()
+    return conn
 
 
 class IndexPass(NamedTuple):
