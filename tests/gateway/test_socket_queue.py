@@ -127,3 +127,32 @@ def test_a_resume_waits_for_room_in_the_queue() -> None:
         assert not await sock.put("f", within=0.05)  # the client did not read in time
 
     asyncio.run(go())
+
+
+def test_a_busy_socket_remembers_a_bounded_number_of_message_versions() -> None:
+    """Every live chat message is remembered (a resume skips it, and a late copy of it
+    is dropped), but only the last RECENT_VERSIONS: a socket in a busy room must not
+    grow without bound."""
+    from parley.gateway import server
+    from parley.services.events import CHAT_MESSAGE, Event
+
+    sock, wire = direct_socket(max_queue=10_000, max_bytes=100_000_000)
+    sock.principal = object()  # type: ignore[assignment]  # authenticated
+    gateway = server.Gateway.__new__(server.Gateway)  # delivery alone: no services
+    gateway._by_room = {("app", "room"): {sock}}
+    gateway._by_user = {}
+    gateway.max_queue = 10_000
+
+    def deliver(n: int) -> None:
+        message = {"_id": f"m{n}", "updatedAtMS": n, "message": str(n)}
+        gateway._deliver(Event("app", CHAT_MESSAGE, message, rooms=["room"]))
+
+    total = server.RECENT_VERSIONS + 50
+    for n in range(total):
+        deliver(n)
+    assert len(wire.transport.written) == total
+    assert sock.recent is not None and len(sock.recent) == server.RECENT_VERSIONS
+    deliver(total - 1)  # a late copy of a remembered version: dropped
+    assert len(wire.transport.written) == total
+    deliver(0)  # long forgotten: sent again
+    assert len(wire.transport.written) == total + 1

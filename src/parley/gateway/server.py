@@ -75,7 +75,13 @@ log = logging.getLogger("parley.gateway")
 PATHS = ("/socket.io", "/socket.io/")
 MAX_RESUME_ROOMS = 1000
 MAX_SENDS_IN_FLIGHT = 32  # chat messages of one socket being stored at once
-RECENT_VERSIONS = 2048
+# The message versions a socket remembers having got (Socket.recent). They cover what can
+# reach a socket twice: a live event still on its way when a resume sent the message
+# from the database (the newest of what the resume sent), and, for a resume asked on a
+# live socket, the messages it got live after the client's cursor. Measured with
+# tracemalloc (1,000 sockets of one room, 3,000 messages): a busy socket held 170-270 KB
+# of them at 2,048 (ten times an idle socket's whole footprint), 34 KB at 256.
+RECENT_VERSIONS = 256
 MAX_RESUME_MESSAGES = 10_000  # per room; a client further behind reloads its history
 RESUME_PAGE = 500
 RESUME_WAIT = 10.0  # seconds a resume waits for its client to read before giving up
