@@ -141,3 +141,51 @@ def test_downgrade_to_base_and_upgrade_again(empty_database: str) -> None:
     run_migrations(empty_database)
     assert _revision(empty_database) == head_revision()
     assert _schema_diff(empty_database) == []
+
+
+def _insert_filled(conn: sa.Connection, table: str, values: dict[str, Any]) -> None:
+    """A row of ``table`` (as the database has it now): ``values``, and a plain value of
+    the right type for every other column that takes no NULL."""
+    fillers = {sa.Integer: 0, sa.BigInteger: 0, sa.Boolean: False, sa.String: "x", sa.Text: "x"}
+    row = dict(values)
+    for column in sa.inspect(conn).get_columns(table):
+        if column["name"] in row or column["nullable"]:
+            continue
+        kind = column["type"]
+        row[column["name"]] = next(
+            (v for t, v in fillers.items() if isinstance(kind, t)),
+            "{}" if "JSON" in type(kind).__name__.upper() else 0,
+        )
+    names = ", ".join(row)
+    marks = ", ".join(f":{k}" for k in row)
+    conn.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"), row)  # noqa: S608
+
+
+def test_0012_turns_each_unread_counter_into_the_count_it_has_seen(empty_database: str) -> None:
+    """Unread counts survive the move from a counter per member (0011) to the room's
+    message count less the member's ``seen`` (0012), and back."""
+    command.upgrade(_alembic_config(empty_database), "0011")
+
+    def fill(conn: sa.Connection) -> None:
+        _insert_filled(conn, "apps", {"id": "app"})
+        _insert_filled(conn, "rooms", {"app_id": "app", "id": "r", "message_count": 7})
+        for user, badge in (("ann", 0), ("bob", 3), ("cy", 7), ("dee", 9)):  # 9: past count
+            _insert_filled(
+                conn,
+                "room_members",
+                {"app_id": "app", "room_id": "r", "user_id": user, "badge": badge},
+            )
+        conn.commit()
+
+    def read(column: str) -> Any:
+        def go(conn: sa.Connection) -> dict[str, int]:
+            rows = conn.execute(sa.text(f"SELECT user_id, {column} FROM room_members"))  # noqa: S608
+            return {user: int(n) for user, n in rows}
+
+        return go
+
+    _inspect(empty_database, fill)
+    run_migrations(empty_database)
+    assert _inspect(empty_database, read("seen")) == {"ann": 7, "bob": 4, "cy": 0, "dee": 0}
+    command.downgrade(_alembic_config(empty_database), "0011")
+    assert _inspect(empty_database, read("badge")) == {"ann": 0, "bob": 3, "cy": 7, "dee": 7}

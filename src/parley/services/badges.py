@@ -1,9 +1,10 @@
 """Unread counts: contract §3.8.
 
-Each membership keeps ``badge`` (messages after the member's last read not sent by the
-member; the message writer bumps it in the storing transaction, ``PUT lastRead``
-recomputes it) and ``read_seq`` (the sequence number read up to). Totals are sums over
-the caller's own memberships; tag filters use the ``room_tags`` rows.
+A member's unread count in a room (messages after the member's last read not sent by
+the member) is the room's message count less the member's ``seen`` (``UNREAD``, see
+``RoomMemberRow``); ``read_seq`` is the sequence number read up to. Totals are sums over
+the caller's own memberships, joined to their rooms; tag filters use the ``room_tags``
+rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from parley.services.auth import Authenticator, Principal
 from parley.services.errors import AuthError, InvalidRequest, TooLarge
 from parley.services.params import acting_user, tag_list, time_param
 from parley.storage.db import Database
-from parley.storage.tables import MessageRow, RoomMemberRow, RoomTagRow
+from parley.storage.tables import (
+    MEMBERSHIP_ROOM,
+    UNREAD,
+    MessageRow,
+    RoomMemberRow,
+    RoomRow,
+    RoomTagRow,
+)
 
 MAX_TAGS = 100
 MAX_TOKENS = 100
@@ -33,8 +41,11 @@ class BadgeService:
         ``roomTags`` when given (the documented AND reading, contract §6.8)."""
         tags = _tags(room_tags)
         user_id = acting_user(caller)
-        query = select(func.coalesce(func.sum(RoomMemberRow.badge), 0)).where(
-            RoomMemberRow.app_id == caller.app_id, RoomMemberRow.user_id == user_id
+        query = (
+            select(func.coalesce(func.sum(UNREAD), 0))
+            .select_from(RoomMemberRow)
+            .join(RoomRow, MEMBERSHIP_ROOM)
+            .where(RoomMemberRow.app_id == caller.app_id, RoomMemberRow.user_id == user_id)
         )
         for tag in tags:
             query = query.where(
@@ -90,7 +101,9 @@ class BadgeService:
             totals = dict(
                 (
                     await s.execute(
-                        select(RoomMemberRow.user_id, func.sum(RoomMemberRow.badge))
+                        select(RoomMemberRow.user_id, func.sum(UNREAD))
+                        .select_from(RoomMemberRow)
+                        .join(RoomRow, MEMBERSHIP_ROOM)
                         .where(
                             RoomMemberRow.app_id == caller.app_id,
                             RoomMemberRow.user_id.in_(users),
@@ -106,14 +119,17 @@ class BadgeService:
     async def _unread_rooms(
         s: AsyncSession, app_id: str, user_id: str, before: int | None
     ) -> dict[str, int]:
-        """Unread count per room of the user: the stored badge, or with ``before`` a
-        count of the unread messages sent before that time."""
+        """Unread count per room of the user, or with ``before`` a count of the unread
+        messages sent before that time."""
         if before is None:
             rows = await s.execute(
-                select(RoomMemberRow.room_id, RoomMemberRow.badge).where(
+                select(RoomMemberRow.room_id, UNREAD)
+                .select_from(RoomMemberRow)
+                .join(RoomRow, MEMBERSHIP_ROOM)
+                .where(
                     RoomMemberRow.app_id == app_id,
                     RoomMemberRow.user_id == user_id,
-                    RoomMemberRow.badge > 0,
+                    UNREAD > 0,
                 )
             )
             return {room: int(badge) for room, badge in rows}
@@ -124,10 +140,11 @@ class BadgeService:
                 (RoomMemberRow.app_id == MessageRow.app_id)
                 & (RoomMemberRow.room_id == MessageRow.room_id),
             )
+            .join(RoomRow, MEMBERSHIP_ROOM)
             .where(
                 RoomMemberRow.app_id == app_id,
                 RoomMemberRow.user_id == user_id,
-                RoomMemberRow.badge > 0,
+                UNREAD > 0,
                 MessageRow.seq > RoomMemberRow.read_seq,
                 MessageRow.sender.is_distinct_from(user_id),
                 MessageRow.created_at < before,
@@ -162,20 +179,24 @@ async def _by_tag(
 async def _by_tag_of_everyone(s: AsyncSession, app_id: str, tags: list[str]) -> dict[str, Any]:
     """``_by_tag`` over every membership of the app, summed in the database (an app may
     have more rooms with unread messages than a query may list)."""
-    badges = select(func.coalesce(func.sum(RoomMemberRow.badge), 0)).where(
-        RoomMemberRow.app_id == app_id
+    badges = (
+        select(func.coalesce(func.sum(UNREAD), 0))
+        .select_from(RoomMemberRow)
+        .join(RoomRow, MEMBERSHIP_ROOM)
+        .where(RoomMemberRow.app_id == app_id)
     )
     if not tags:
         return {"totalBadge": int((await s.execute(badges)).scalar_one()), "data": {}}
     tagged = select(RoomTagRow.room_id).where(RoomTagRow.app_id == app_id, RoomTagRow.tag.in_(tags))
     total = (await s.execute(badges.where(RoomMemberRow.room_id.in_(tagged)))).scalar_one()
     per_tag = await s.execute(
-        select(RoomTagRow.tag, func.sum(RoomMemberRow.badge))
+        select(RoomTagRow.tag, func.sum(UNREAD))
         .join(
             RoomMemberRow,
             (RoomMemberRow.app_id == RoomTagRow.app_id)
             & (RoomMemberRow.room_id == RoomTagRow.room_id),
         )
+        .join(RoomRow, MEMBERSHIP_ROOM)
         .where(RoomTagRow.app_id == app_id, RoomTagRow.tag.in_(tags))
         .group_by(RoomTagRow.tag)
     )

@@ -88,19 +88,16 @@ UPDATE_ROOM = (
         last_message_at=bindparam("k_now"),
     )
 )
-BUMP_ROOM_MEMBERS = (
-    update(_members)
-    .where(_members.c.app_id == bindparam("k_app"), _members.c.room_id == bindparam("k_room"))
-    .values(badge=_members.c.badge + bindparam("k_count"))
-)
-UNBUMP_SENDER = (
+# A sender has seen its own messages: its unread count stays as it was while the room's
+# message count grows (RoomMemberRow.seen; the other members' rows are not written).
+SENDER_SAW = (
     update(_members)
     .where(
         _members.c.app_id == bindparam("k_app"),
         _members.c.room_id == bindparam("k_room"),
         _members.c.user_id == bindparam("k_user"),
     )
-    .values(badge=_members.c.badge - bindparam("k_count"))
+    .values(seen=_members.c.seen + bindparam("k_count"))
 )
 INSERT_MESSAGE = insert(_messages)
 MESSAGE_JSON_COLUMNS = frozenset(c.name for c in _messages.columns if isinstance(c.type, JSON))
@@ -351,7 +348,7 @@ def _store_app(
 
     new_rows: list[dict[str, Any]] = []
     mention_rows: list[dict[str, Any]] = []
-    bumps: dict[str, int] = defaultdict(int)
+    added: dict[str, int] = defaultdict(int)
     own: dict[tuple[str, str], int] = defaultdict(int)
     mentioned: set[tuple[str, str]] = set()
     for send in sends:
@@ -412,7 +409,7 @@ def _store_app(
         row = SimpleNamespace(**values)
         if send.input.client_msg_id:
             known[key] = row
-        bumps[room.id] += 1
+        added[room.id] += 1
         own[(room.id, send.sender)] += 1
         for user in send.input.mentions:
             if user != send.sender:
@@ -440,17 +437,12 @@ def _store_app(
                 "k_now": now,
             }
             for r in rooms.values()
-            if r.id in bumps
+            if r.id in added
         ],
     )
     execute_rows(
         conn,
-        BUMP_ROOM_MEMBERS,
-        [{"k_app": app_id, "k_room": r, "k_count": n} for r, n in bumps.items()],
-    )
-    execute_rows(
-        conn,
-        UNBUMP_SENDER,
+        SENDER_SAW,
         [{"k_app": app_id, "k_room": r, "k_user": u, "k_count": n} for (r, u), n in own.items()],
     )
     if mentioned:

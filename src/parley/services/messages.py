@@ -231,7 +231,8 @@ async def append_message(
 ) -> MessageRow:
     """Store a system message in ``room`` inside the caller's transaction: the next
     sequence number of the room, the room's last message and activity time (the sort key
-    of ``GET /rooms``), +1 badge for every other member. Sends take the batched path of
+    of ``GET /rooms``), one more unread message for every member but the sender (the
+    room's count grows; the sender's ``seen`` with it). Sends take the batched path of
     the message writer instead."""
     now = now_ms()
     room.last_seq += 1
@@ -253,11 +254,16 @@ async def append_message(
     s.add(row)
     room.last_message_id = row.id
     room.last_message_at = now
-    members = (RoomMemberRow.app_id == room.app_id, RoomMemberRow.room_id == room.id)
-    bump = update(RoomMemberRow).where(*members).values(badge=RoomMemberRow.badge + 1)
     if sender is not None:
-        bump = bump.where(RoomMemberRow.user_id != sender)
-    await s.execute(bump)
+        await s.execute(
+            update(RoomMemberRow)
+            .where(
+                RoomMemberRow.app_id == room.app_id,
+                RoomMemberRow.room_id == room.id,
+                RoomMemberRow.user_id == sender,
+            )
+            .values(seen=RoomMemberRow.seen + 1)
+        )
     return row
 
 

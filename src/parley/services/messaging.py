@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parley.services.auth import Principal
@@ -229,7 +229,7 @@ class MessageService:
                 await s.execute(
                     update(RoomMemberRow)
                     .where(*members)
-                    .values(badge=0, mentioned=False, read_seq=room.last_seq)
+                    .values(seen=0, mentioned=False, read_seq=room.last_seq)
                 )
                 room.message_count = 0
                 room.last_message_id = None
@@ -250,16 +250,19 @@ class MessageService:
                         HiddenMessageRow.message_id == row.id,
                     )
                 )
-                # Whoever had not read it yet has one unread message fewer.
+                # The room counts one message fewer; so do those who had counted it as
+                # seen (read it, or sent it): whoever had not has one unread fewer.
                 await s.execute(
                     update(RoomMemberRow)
                     .where(
                         *members,
-                        RoomMemberRow.read_seq < row.seq,
-                        RoomMemberRow.user_id != (row.sender or ""),
-                        RoomMemberRow.badge > 0,
+                        or_(
+                            RoomMemberRow.read_seq >= row.seq,
+                            RoomMemberRow.user_id == (row.sender or ""),
+                        ),
+                        RoomMemberRow.seen > 0,
                     )
-                    .values(badge=RoomMemberRow.badge - 1)
+                    .values(seen=RoomMemberRow.seen - 1)
                 )
                 mentioned = await forget_mentions(s, room.app_id, room.id, row.seq)
                 await refresh_mentioned(s, room.app_id, room.id, mentioned)

@@ -60,6 +60,7 @@ from parley.storage.db import Database
 from parley.storage.tables import (
     MEMBERSHIP_ROOM,
     ROOM_ACTIVITY,
+    UNREAD,
     GroupRow,
     InvitationRow,
     MessageRow,
@@ -68,6 +69,7 @@ from parley.storage.tables import (
     RoomRow,
     RoomTagRow,
     UserRow,
+    unread_of,
 )
 
 ROOM_TYPES = ("direct", "group", "custom")
@@ -255,7 +257,7 @@ class RoomService:
             else:  # the caller's memberships, with their rooms' activity
                 room_col = RoomMemberRow.room_id
                 activity = ROOM_ACTIVITY
-                badge = RoomMemberRow.badge
+                badge = UNREAD
                 holders = [caller.user_id, *await groups_of(s, caller.app_id, caller.user_id)]
                 base = (
                     select(RoomMemberRow.room_id)
@@ -269,7 +271,7 @@ class RoomService:
                 if grouped:
                     base = base.group_by(RoomMemberRow.room_id)
                     activity = func.max(ROOM_ACTIVITY)
-                    badge = func.max(RoomMemberRow.badge)
+                    badge = func.max(UNREAD)
             if after is not None:
                 base = base.having(activity > after) if grouped else base.where(activity > after)
             base = base.where(*_room_filter(caller.app_id, room_col, query_filter))
@@ -800,10 +802,10 @@ class RoomService:
             ).scalar()
             member.last_read = message_id
             member.read_seq = seq
-            member.badge = int(unread or 0)
+            member.seen = max(0, room.message_count - int(unread or 0))
             await s.flush()
             await refresh_mentioned(s, room.app_id, room.id, [member.user_id])
-            result = {"client": user_id, "lastRead": message_id, "badge": member.badge}
+            result = {"client": user_id, "lastRead": message_id, "badge": unread_of(room, member)}
         await self._events.publish(
             [
                 Event(
@@ -1044,7 +1046,7 @@ class RoomService:
             pref = prefs.get(room.id, {"room": room.id})
             view["pref"] = pref
             view["muted"] = bool(pref.get("muted")) or room.id in muted_rooms
-            view["unread"] = mine.badge if mine else 0
+            view["unread"] = unread_of(room, mine) if mine else 0
             view["isMentioned"] = bool(mine and mine.mentioned)
             view["isSuperuser"] = superuser
             views.append(view)
@@ -1088,7 +1090,7 @@ def room_public(
             else {"_id": m.user_id, "id": m.user_id}
             for m in members
         ],
-        "memberProperties": [member_property(m) for m in members],
+        "memberProperties": [member_property(room, m) for m in members],
         "roomTags": list(room.room_tags),
         "status": room.status,
         "opening": room.opening,
@@ -1117,8 +1119,9 @@ def invitation_public(row: InvitationRow, people: dict[str, dict[str, Any]]) -> 
     }
 
 
-def member_property(m: RoomMemberRow) -> dict[str, Any]:
-    prop: dict[str, Any] = {**m.properties, "client": m.user_id, "badge": m.badge, "role": m.role}
+def member_property(room: RoomRow, m: RoomMemberRow) -> dict[str, Any]:
+    badge = unread_of(room, m)
+    prop: dict[str, Any] = {**m.properties, "client": m.user_id, "badge": badge, "role": m.role}
     if m.last_read:
         prop["lastRead"] = m.last_read
     return prop
@@ -1136,11 +1139,11 @@ def _membership(room: RoomRow, user_id: str, now: int) -> RoomMemberRow:
         user_id=user_id,
         role="member",
         is_manager=False,
-        badge=0,
+        seen=room.message_count,  # a member's unread count starts at joining
         mentioned=False,
         properties={},
         joined_at=now,
-        read_seq=room.last_seq,  # a member's unread count starts at joining
+        read_seq=room.last_seq,
     )
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    case,
     func,
     text,
 )
@@ -205,9 +206,12 @@ class RoomRow(Base):
 
 
 class RoomMemberRow(Base):
-    """A member of a room, with its read state and properties. The room's last activity
-    stays on the room (see migration 0011): a send rewrites each member's unread counter,
-    which no index holds, and nothing else of the membership."""
+    """A member of a room, with its read state and properties. What a send changes stays
+    on the room (its last activity, migration 0011; its message count, migration 0012):
+    a send rewrites its sender's membership, whatever the number of members.
+
+    Unread count: the room's ``message_count`` minus the member's ``seen``, the messages
+    of the room the member has read or sent (``UNREAD``)."""
 
     __tablename__ = "room_members"
 
@@ -216,7 +220,10 @@ class RoomMemberRow(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     role: Mapped[str] = mapped_column(String(16), default="member")  # "admin" | "member"
     is_manager: Mapped[bool] = mapped_column(Boolean, default=False)
-    badge: Mapped[int] = mapped_column(Integer, default=0)
+    # Of the room's messages, how many the member has read or sent: reading sets it to
+    # the room's count less the unread ones, each own message adds one, deleting a
+    # message takes one off those who had counted it (see migration 0012).
+    seen: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     mentioned: Mapped[bool] = mapped_column(Boolean, default=False)
     last_read: Mapped[str | None] = mapped_column(String(24), default=None)
     # The sequence number read up to: messages after it not sent by the member are unread.
@@ -236,6 +243,16 @@ class RoomMemberRow(Base):
 # A membership's room, for joins; and a room's last activity, which orders room lists.
 MEMBERSHIP_ROOM = (RoomRow.app_id == RoomMemberRow.app_id) & (RoomRow.id == RoomMemberRow.room_id)
 ROOM_ACTIVITY = func.coalesce(RoomRow.last_message_at, RoomRow.created_at)
+# A membership's unread count, with its room joined (never below zero).
+UNREAD = case(
+    (RoomRow.message_count > RoomMemberRow.seen, RoomRow.message_count - RoomMemberRow.seen),
+    else_=0,
+)
+
+
+def unread_of(room: RoomRow, member: RoomMemberRow) -> int:
+    """``UNREAD`` for rows at hand."""
+    return max(0, room.message_count - member.seen)
 
 
 class RoomTagRow(Base):
