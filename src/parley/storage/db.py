@@ -187,14 +187,7 @@ class Database:
             # The hot write path (storing sends) runs as one call on a thread of its own
             # with a plain sqlite3 connection: one thread hop per transaction instead of
             # several per statement through aiosqlite.
-            self._sync_writer: Engine | None = create_engine(
-                url.replace("+aiosqlite", ""),
-                pool_size=1,
-                max_overflow=0,
-                hide_parameters=True,
-                **JSON_CODEC,
-            )
-            _configure_sqlite(self._sync_writer, writer=True)
+            self._sync_writer: Engine | None = _one_thread_engine(url, writer=True)
             self._checkpointer: _Checkpointer | None = None
             if path and path != ":memory:":
                 self._checkpointer = _Checkpointer(path)
@@ -208,14 +201,7 @@ class Database:
             self._sync_conn: Connection | None = None
             # The same for the reads of run_read (the lookups that connecting sockets
             # share): a thread and a kept connection of their own.
-            self._sync_reader: Engine | None = create_engine(
-                url.replace("+aiosqlite", ""),
-                pool_size=1,
-                max_overflow=0,
-                hide_parameters=True,
-                **JSON_CODEC,
-            )
-            _configure_sqlite(self._sync_reader, writer=False)
+            self._sync_reader: Engine | None = _one_thread_engine(url, writer=False)
             self._read_thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="parley-sqlite-reader"
             )
@@ -325,6 +311,19 @@ class Database:
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+
+
+def _one_thread_engine(url: str, *, writer: bool) -> Engine:
+    """A plain (synchronous) sqlite3 engine of one connection, for a thread of its own."""
+    engine = create_engine(
+        url.replace("+aiosqlite", ""),
+        pool_size=1,
+        max_overflow=0,
+        hide_parameters=True,
+        **JSON_CODEC,
+    )
+    _configure_sqlite(engine, writer=writer)
+    return engine
 
 
 def _usable(conn: Connection | None, engine: Engine | None) -> Connection:
