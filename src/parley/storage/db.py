@@ -255,7 +255,7 @@ class Database:
                 checkpointer = self._checkpointer
 
                 def in_thread() -> T:
-                    conn = self._writer_connection()
+                    conn = self._sync_conn = _usable(self._sync_conn, self._sync_writer)
                     with conn.begin():
                         result = work(conn)
                     if checkpointer is not None:
@@ -284,11 +284,6 @@ class Database:
                 return await loop.run_in_executor(self._read_thread, in_thread)
             async with self.reader.connect() as aconn:
                 return await aconn.run_sync(work)
-
-    def _writer_connection(self) -> Connection:
-        """The writer thread's connection (see ``_sync_conn``)."""
-        self._sync_conn = _usable(self._sync_conn, self._sync_writer)
-        return self._sync_conn
 
     def _close_kept(self, name: str) -> None:
         conn: Connection | None = getattr(self, name)

@@ -24,19 +24,21 @@ down_revision = "0011"
 branch_labels = None
 depends_on = None
 
-_ROOM_COUNT = (
-    "(SELECT r.message_count FROM rooms r"
-    " WHERE r.app_id = room_members.app_id AND r.id = room_members.room_id)"
-)
+
+def _room_count_less(column: str) -> str:
+    """SQL: the membership's room's message count less ``column``, never below zero (the
+    conversion is the same both ways: unread = count - seen, seen = count - unread)."""
+    count = (
+        "(SELECT r.message_count FROM rooms r"
+        " WHERE r.app_id = room_members.app_id AND r.id = room_members.room_id)"
+    )
+    return f"CASE WHEN {count} > {column} THEN {count} - {column} ELSE 0 END"
 
 
 def upgrade() -> None:
     with op.batch_alter_table("room_members") as batch:
         batch.add_column(sa.Column("seen", sa.BigInteger(), nullable=False, server_default="0"))
-    op.execute(
-        f"UPDATE room_members SET seen = CASE WHEN {_ROOM_COUNT} > badge"  # noqa: S608
-        f" THEN {_ROOM_COUNT} - badge ELSE 0 END"
-    )
+    op.execute(f"UPDATE room_members SET seen = {_room_count_less('badge')}")  # noqa: S608
     with op.batch_alter_table("room_members") as batch:
         batch.drop_column("badge")
 
@@ -44,9 +46,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("room_members") as batch:
         batch.add_column(sa.Column("badge", sa.Integer(), nullable=False, server_default="0"))
-    op.execute(
-        f"UPDATE room_members SET badge = CASE WHEN {_ROOM_COUNT} > seen"  # noqa: S608
-        f" THEN {_ROOM_COUNT} - seen ELSE 0 END"
-    )
+    op.execute(f"UPDATE room_members SET badge = {_room_count_less('seen')}")  # noqa: S608
     with op.batch_alter_table("room_members") as batch:
         batch.drop_column("seen")
